@@ -1,0 +1,205 @@
+//! The payment use cases. Each owns its transaction: the payment row and the
+//! event it causes are committed together, then the outbox relay is woken.
+
+use std::sync::Arc;
+
+use foodmesh_platform::{
+    auth::Principal,
+    db::Database,
+    inbox,
+    outbox::{self, OutboxSignal},
+    time::Timestamp,
+};
+use futures::future::BoxFuture;
+
+use crate::{
+    db,
+    domain::{self, Authorization, ChargeCommand, Payment, PaymentError, PaymentStatus},
+    events,
+};
+
+mod error;
+pub use error::Error;
+
+/// The card network, behind a port so tests and demos can shape its answers.
+/// A real implementation must pass the idempotency key on to the network, so
+/// that two concurrent first attempts with the same key authorise once there.
+pub trait CardNetwork: Send + Sync + 'static {
+    /// Authorises and captures `command.amount` on `command.payment_token`.
+    fn authorize<'a>(&'a self, command: &'a ChargeCommand) -> BoxFuture<'a, Authorization>;
+}
+
+/// The built-in network: approves every token but the decline test token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimulatedCardNetwork;
+
+impl CardNetwork for SimulatedCardNetwork {
+    fn authorize<'a>(&'a self, command: &'a ChargeCommand) -> BoxFuture<'a, Authorization> {
+        Box::pin(std::future::ready(domain::simulated_authorization(&command.payment_token)))
+    }
+}
+
+/// How to find a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// By its id.
+    PaymentId(String),
+    /// By the order it pays for.
+    OrderId(String),
+}
+
+/// A refund caused by a store event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundForOrder {
+    /// The event's id, for the inbox.
+    pub event_id: String,
+    /// The order whose payment to refund.
+    pub order_id: String,
+    /// Why, for the customer.
+    pub reason: String,
+}
+
+/// The payment service's use cases.
+pub struct PaymentApp {
+    db: Database,
+    outbox: OutboxSignal,
+    network: Arc<dyn CardNetwork>,
+}
+
+impl std::fmt::Debug for PaymentApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentApp").finish_non_exhaustive()
+    }
+}
+
+impl PaymentApp {
+    /// The use cases over `db`, charging through `network`.
+    pub fn new(db: Database, outbox: OutboxSignal, network: Arc<dyn CardNetwork>) -> Self {
+        Self { db, outbox, network }
+    }
+
+    /// Charges once per idempotency key: a repeat returns the stored outcome.
+    pub async fn charge(&self, command: ChargeCommand) -> Result<Payment, Error> {
+        if let Some(existing) = db::by_key(self.db.reader(), &command.idempotency_key).await? {
+            return replay(existing, &command);
+        }
+        let authorization = self.network.authorize(&command).await;
+        let now = Timestamp::now();
+        let (payment, event) = Payment::from_authorization(command.clone(), authorization, now);
+
+        let mut tx = self.db.begin().await?;
+        if let Err(err) = db::insert(&mut tx, &payment).await {
+            if !is_unique_violation(&err) {
+                return Err(err.into());
+            }
+            // A concurrent charge with this key won, or the order is paid by
+            // another key; the stored row decides.
+            tx.rollback().await?;
+            return match db::by_key(self.db.writer(), &command.idempotency_key).await? {
+                Some(existing) => replay(existing, &command),
+                None => Err(Error::OrderAlreadyCharged(command.order_id)),
+            };
+        }
+        if let Some(event) = &event {
+            outbox::enqueue(&mut tx, &events::outbox_message(event, now)).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.outbox.notify();
+        }
+        tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = ?payment.status, "charge decided");
+        outcome(payment)
+    }
+
+    /// Refunds a payment in full; refunding a refunded payment returns it.
+    pub async fn refund(&self, payment_id: &str, reason: &str) -> Result<Payment, Error> {
+        let mut tx = self.db.begin().await?;
+        let mut payment = db::by_id(&mut *tx, payment_id).await?.ok_or(Error::NotFound)?;
+        let now = Timestamp::now();
+        let Some(event) = payment.refund(reason, now)? else {
+            return Ok(payment);
+        };
+        if !db::mark_refunded(&mut tx, &payment).await? {
+            // Another refund committed first; it is the one that counts.
+            tx.rollback().await?;
+            return db::by_id(self.db.writer(), payment_id).await?.ok_or(Error::NotFound);
+        }
+        outbox::enqueue(&mut tx, &events::outbox_message(&event, now)).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(payment_id, reason, "payment refunded");
+        Ok(payment)
+    }
+
+    /// A payment, if `viewer` may see it: its customer or an operator.
+    pub async fn get(&self, lookup: &Lookup, viewer: &Principal) -> Result<Payment, Error> {
+        let found = match lookup {
+            Lookup::PaymentId(id) => db::by_id(self.db.reader(), id).await?,
+            Lookup::OrderId(order_id) => db::by_order(self.db.reader(), order_id).await?,
+        };
+        let visible = |p: &Payment| match viewer {
+            Principal::Operator { .. } => true,
+            Principal::Customer { customer_id } => *customer_id == p.customer_id,
+            Principal::StoreStaff { .. } => false,
+        };
+        // Someone else's payment looks exactly like a missing one.
+        found.filter(visible).ok_or(Error::NotFound)
+    }
+
+    /// Refunds the orders of a batch of store events, in one transaction.
+    pub async fn refund_orders(&self, requests: &[RefundForOrder]) -> Result<(), Error> {
+        let now = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        let mut published = false;
+        for request in requests {
+            if !inbox::first_delivery(&mut tx, events::REFUND_CONSUMER, &request.event_id).await? {
+                continue;
+            }
+            let Some(mut payment) = db::by_order(&mut *tx, &request.order_id).await? else {
+                tracing::warn!(order_id = %request.order_id, "no payment for a cancelled order; nothing to refund");
+                continue;
+            };
+            match payment.refund(&request.reason, now) {
+                Ok(Some(event)) => {
+                    if db::mark_refunded(&mut tx, &payment).await? {
+                        outbox::enqueue(&mut tx, &events::outbox_message(&event, now)).await?;
+                        published = true;
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(order_id = %request.order_id, error = %err, "cannot refund"),
+            }
+        }
+        tx.commit().await?;
+        if published {
+            self.outbox.notify();
+        }
+        Ok(())
+    }
+}
+
+fn replay(existing: Payment, command: &ChargeCommand) -> Result<Payment, Error> {
+    if !existing.is_same_charge(command) {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    outcome(existing)
+}
+
+fn outcome(payment: Payment) -> Result<Payment, Error> {
+    match payment.status {
+        PaymentStatus::Declined => Err(Error::Declined { payment_id: payment.id.to_string(), reason: payment.decline_reason }),
+        PaymentStatus::Captured | PaymentStatus::Refunded => Ok(payment),
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl From<PaymentError> for Error {
+    fn from(err: PaymentError) -> Self {
+        match err {
+            PaymentError::NotRefundable(status) => Error::NotRefundable(status),
+        }
+    }
+}

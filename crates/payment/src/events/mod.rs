@@ -1,0 +1,117 @@
+//! Payment's events out (through the outbox) and in (store's cancellations
+//! and rejections, which are refunded).
+
+use std::sync::Arc;
+
+use foodmesh_platform::{
+    consumer::{BatchHandler, ConsumerSpec, Delivery, Outcome},
+    convert,
+    messaging::{self, STORE_EVENTS, subjects},
+    outbox::OutboxMessage,
+    time::Timestamp,
+};
+use foodmesh_proto::{
+    payment::v1 as pb,
+    store::v1::{StoreEvent, StoreOrderStatus, store_event},
+};
+use prost::Message as _;
+
+use crate::{
+    app::{PaymentApp, RefundForOrder},
+    domain::PaymentEvent,
+};
+
+/// The `producer` written in every event's metadata.
+pub const PRODUCER: &str = "payment";
+/// The durable consumer that refunds cancelled and rejected orders.
+pub const REFUND_CONSUMER: &str = "payment-refunds";
+
+/// The outbox row that publishes `event`.
+pub fn outbox_message(event: &PaymentEvent, occurred_at: Timestamp) -> OutboxMessage {
+    let (subject, payment, body) = match event {
+        PaymentEvent::Captured(p) => (
+            subjects::PAYMENT_CAPTURED,
+            p,
+            pb::payment_event::Event::PaymentCaptured(pb::PaymentCaptured {
+                payment_id: p.id.to_string(),
+                order_id: p.order_id.clone(),
+                customer_id: p.customer_id.clone(),
+                amount: Some(convert::money(p.amount)),
+            }),
+        ),
+        PaymentEvent::Refunded(p) => (
+            subjects::PAYMENT_REFUNDED,
+            p,
+            pb::payment_event::Event::PaymentRefunded(pb::PaymentRefunded {
+                payment_id: p.id.to_string(),
+                order_id: p.order_id.clone(),
+                customer_id: p.customer_id.clone(),
+                amount: Some(convert::money(p.amount)),
+                reason: p.refund_reason.clone(),
+            }),
+        ),
+    };
+    let metadata = messaging::event_metadata(&payment.order_id, PRODUCER, occurred_at);
+    let event_id = metadata.event_id.clone();
+    OutboxMessage::new(subject, event_id, &pb::PaymentEvent { metadata: Some(metadata), event: Some(body) })
+}
+
+/// Which store events this service consumes.
+pub fn refund_consumer(batch_size: usize) -> ConsumerSpec {
+    ConsumerSpec {
+        stream: STORE_EVENTS,
+        durable: REFUND_CONSUMER,
+        filter_subjects: vec![subjects::STORE_ORDER_CANCELLED.to_owned(), subjects::STORE_ORDER_REJECTED.to_owned()],
+        latest_per_subject: false,
+        batch_size,
+    }
+}
+
+/// Refunds the payment of every order the store cancelled or rejected.
+#[derive(Debug, Clone)]
+pub struct RefundOnCancellation {
+    app: Arc<PaymentApp>,
+}
+
+impl RefundOnCancellation {
+    /// A handler that refunds through `app`.
+    pub fn new(app: Arc<PaymentApp>) -> Self {
+        Self { app }
+    }
+}
+
+impl BatchHandler for RefundOnCancellation {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        let mut outcomes = vec![Outcome::Ack; batch.len()];
+        let mut refunds = Vec::new();
+        for (i, delivery) in batch.iter().enumerate() {
+            let event = match StoreEvent::decode(delivery.payload.clone()) {
+                Ok(event) => event,
+                Err(err) => {
+                    outcomes[i] = Outcome::Reject(format!("not a StoreEvent: {err}"));
+                    continue;
+                }
+            };
+            if let Some(store_event::Event::OrderStatusChanged(change)) = event.event {
+                let reason = match change.status() {
+                    StoreOrderStatus::Cancelled => "order cancelled".to_owned(),
+                    StoreOrderStatus::Rejected => format!("order rejected by the store: {}", change.reason),
+                    _ => continue,
+                };
+                refunds.push((i, RefundForOrder { event_id: delivery.event_id.clone(), order_id: change.order_id, reason }));
+            }
+        }
+        if refunds.is_empty() {
+            return outcomes;
+        }
+        let requests: Vec<RefundForOrder> = refunds.iter().map(|(_, r)| r.clone()).collect();
+        if let Err(err) = self.app.refund_orders(&requests).await {
+            tracing::warn!(error = %err, count = requests.len(), "refund batch failed; will retry");
+            for (i, _) in &refunds {
+                outcomes[*i] = Outcome::Retry;
+            }
+        }
+        outcomes
+    }
+}
+

@@ -1,0 +1,70 @@
+//! Requests into commands (collecting every bad field), payments into messages.
+
+use foodmesh_platform::{convert, validation::Violations};
+use foodmesh_proto::payment::v1 as pb;
+
+use crate::{
+    app::{Error, Lookup},
+    domain::{ChargeCommand, Payment, PaymentStatus},
+};
+
+pub(super) fn charge_command(request: pb::ChargeRequest, customer_id: &str) -> Result<ChargeCommand, Error> {
+    let pb::ChargeRequest { request_id, order_id, amount, payment_token } = request;
+    let mut v = Violations::new();
+    v.check_request_id("request_id", &request_id);
+    v.check_request_id("order_id", &order_id);
+    let amount = convert::money_field(amount.as_ref(), "amount", &mut v);
+    if amount.is_some_and(|a| a.amount_minor() == 0) {
+        v.add("amount.amount_minor", "must be positive");
+    }
+    v.check_text("payment_token", &payment_token, 1, 64);
+    let amount = v.clone().into_result(amount)?.ok_or(Error::Invalid(v))?;
+    Ok(ChargeCommand { idempotency_key: request_id, order_id, customer_id: customer_id.to_owned(), amount, payment_token })
+}
+
+pub(super) fn refund(request: pb::RefundRequest) -> Result<(String, String), Error> {
+    let pb::RefundRequest { request_id, payment_id, reason } = request;
+    let mut v = Violations::new();
+    v.check_request_id("request_id", &request_id);
+    v.check_id("payment_id", &payment_id);
+    v.check_text("reason", &reason, 1, 200);
+    Ok(v.into_result((payment_id, reason))?)
+}
+
+pub(super) fn lookup(request: pb::GetPaymentRequest) -> Result<Lookup, Error> {
+    let mut v = Violations::new();
+    let lookup = match request.lookup {
+        Some(pb::get_payment_request::Lookup::PaymentId(id)) => {
+            v.check_id("payment_id", &id);
+            Lookup::PaymentId(id)
+        }
+        Some(pb::get_payment_request::Lookup::OrderId(id)) => {
+            v.check_request_id("order_id", &id);
+            Lookup::OrderId(id)
+        }
+        None => {
+            v.add("lookup", "set payment_id or order_id");
+            Lookup::PaymentId(String::new())
+        }
+    };
+    Ok(v.into_result(lookup)?)
+}
+
+pub(super) fn payment(p: &Payment) -> pb::Payment {
+    pb::Payment {
+        payment_id: p.id.to_string(),
+        order_id: p.order_id.clone(),
+        customer_id: p.customer_id.clone(),
+        amount: Some(convert::money(p.amount)),
+        status: match p.status {
+            PaymentStatus::Captured => pb::PaymentStatus::Captured,
+            PaymentStatus::Declined => pb::PaymentStatus::Declined,
+            PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+        }
+        .into(),
+        created_at: Some(convert::timestamp(p.created_at)),
+        refunded_at: p.refunded_at.map(convert::timestamp),
+        refund_reason: p.refund_reason.clone(),
+        decline_reason: p.decline_reason.clone(),
+    }
+}

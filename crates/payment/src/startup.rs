@@ -1,0 +1,79 @@
+//! Wiring: settings, connections, the gRPC service and the workers.
+
+use std::sync::Arc;
+
+use foodmesh_platform::{
+    config::{self, ConfigError},
+    consumer,
+    grpc::GrpcHost,
+    infra::{COMMON_DEFAULTS, CommonSettings, Infra},
+    lifecycle::{self, BoxError, Running, Workers},
+    messaging::{PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
+};
+use foodmesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{CardNetwork, PaymentApp, SimulatedCardNetwork},
+    db, events,
+    grpc::PaymentGrpc,
+};
+
+/// The payment service's built-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The payment service's settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// What every service has.
+    #[serde(flatten)]
+    pub common: CommonSettings,
+}
+
+impl Settings {
+    /// Defaults, then `--config FILE` / `FOODMESH_CONFIG`, then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        config::load(&[COMMON_DEFAULTS, DEFAULTS])
+    }
+
+    /// Defaults and the given overrides only (tests).
+    pub fn from_env_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        config::load_from(&[COMMON_DEFAULTS, DEFAULTS], None, pairs)
+    }
+}
+
+/// Starts the payment service with the simulated card network.
+pub async fn start(settings: Settings) -> Result<Running, BoxError> {
+    start_with_network(settings, Arc::new(SimulatedCardNetwork)).await
+}
+
+/// Starts the payment service with the given card network.
+pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork>) -> Result<Running, BoxError> {
+    let common = settings.common;
+    let infra = Infra::connect(&common, "payment").await?;
+    let app = Arc::new(PaymentApp::new(infra.db.clone(), infra.outbox.clone(), network));
+
+    let mut host = GrpcHost::bind(&common.server).await?;
+    host.add_service(
+        PaymentServiceServer::new(PaymentGrpc::new(app.clone(), infra.verifier.clone()))
+            .max_decoding_message_size(common.server.max_request_bytes),
+    );
+
+    let drain = common.server.drain;
+    let init = move || {
+        let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
+        async move {
+            infra.db.migrate(&db::migrations()).await?;
+            ensure_streams(&infra.js, &[PAYMENT_EVENTS, STORE_EVENTS]).await?;
+            let mut workers = Workers::default();
+            let relay = infra.relay(&common.relay);
+            workers.spawn(|stop| relay.run(stop));
+            let spec = events::refund_consumer(common.consumer.batch_size);
+            let handler = events::RefundOnCancellation::new(app);
+            workers.spawn(|stop| consumer::run(infra.js.clone(), spec, handler, stop));
+            Ok::<_, BoxError>(workers)
+        }
+    };
+    Ok(lifecycle::launch("payment", host, drain, CancellationToken::new(), init))
+}

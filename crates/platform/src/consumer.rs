@@ -1,0 +1,216 @@
+//! Durable JetStream pull consumers, run the same way by every service.
+//!
+//! Messages that are ready together are handed to the service's
+//! [`BatchHandler`] as one batch, which it applies in one database transaction
+//! (inbox rows included) before anything is acknowledged. Under load that
+//! turns hundreds of events into one commit; when idle a batch is one event.
+//!
+//! The handler says what became of each message ([`Outcome`]); this module is
+//! the one place that turns that into `Ack`, `Nak(delay)` or `Term`.
+
+use std::{future::Future, time::Duration};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use bytes::Bytes;
+use futures::{StreamExt, future::join_all};
+use tokio_util::sync::CancellationToken;
+
+use crate::messaging::StreamSpec;
+
+/// What a consumer reads and how it is configured on the server.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// The stream it reads.
+    pub stream: StreamSpec,
+    /// The durable name; replicas of a service share it and split the work.
+    pub durable: &'static str,
+    /// The subjects it wants; empty means all of the stream's.
+    pub filter_subjects: Vec<String>,
+    /// Start from the latest message of each subject (catalogs) instead of the
+    /// first message of the stream.
+    pub latest_per_subject: bool,
+    /// The most messages handed to the handler at once.
+    pub batch_size: usize,
+}
+
+/// How long the server waits for an ack before delivering again.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How many times a message is delivered before the server gives up on it.
+pub const MAX_DELIVER: i64 = 10;
+/// The wait before the n-th retry of a message that failed (the last value
+/// repeats): quick at first for passing faults, then slower for a database or
+/// dependency that is down.
+pub const RETRY_LADDER: [Duration; 5] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+];
+
+/// One delivered message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The body: an event envelope.
+    pub payload: Bytes,
+    /// The event id, from the `Nats-Msg-Id` header (or the stream sequence for
+    /// a message published without one).
+    pub event_id: String,
+    /// How many times it has been delivered, this time included.
+    pub delivered: i64,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied (or already applied before): acknowledge it.
+    Ack,
+    /// Not applied because of a passing fault: deliver it again later.
+    Retry,
+    /// It can never be applied (it does not decode): stop delivering it.
+    Reject(String),
+}
+
+/// A service's code that applies a batch of messages.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Applies `batch` and returns one outcome per message, in order.
+    fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// Consumes until `stop`. Connection or server problems are logged and retried
+/// with a growing pause; a batch in progress is finished and acknowledged
+/// before returning.
+pub async fn run<H: BatchHandler>(js: jetstream::Context, spec: ConsumerSpec, handler: H, stop: CancellationToken) {
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        match consume(&js, &spec, &handler, &stop).await {
+            Ok(()) => return,
+            Err(err) => {
+                failures += 1;
+                tracing::warn!(consumer = spec.durable, error = %err, "consumer interrupted; restarting");
+                let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.durable.to_owned()),
+        filter_subjects: spec.filter_subjects.clone(),
+        deliver_policy: if spec.latest_per_subject { DeliverPolicy::LastPerSubject } else { DeliverPolicy::All },
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: MAX_DELIVER,
+        max_ack_pending: i64::try_from(spec.batch_size * 8).unwrap_or(4096),
+        ..Default::default()
+    }
+}
+
+async fn consume<H: BatchHandler>(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    handler: &H,
+    stop: &CancellationToken,
+) -> Result<(), async_nats::Error> {
+    let stream = js.get_stream(spec.stream.name).await?;
+    let consumer: jetstream::consumer::PullConsumer = stream.create_consumer(consumer_config(spec)).await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.batch_size * 2)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    let mut chunks = messages.ready_chunks(spec.batch_size);
+    tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            chunk = chunks.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            return Err("message stream ended".into());
+        };
+        let mut messages = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(message) => messages.push(message),
+                Err(err) => tracing::debug!(consumer = spec.durable, error = %err, "pull stream notice"),
+            }
+        }
+        if !messages.is_empty() {
+            handle_batch(spec, handler, messages).await;
+        }
+    }
+}
+
+async fn handle_batch<H: BatchHandler>(spec: &ConsumerSpec, handler: &H, messages: Vec<jetstream::Message>) {
+    let deliveries: Vec<Delivery> = messages
+        .iter()
+        .map(|m| {
+            let info = m.info().ok();
+            let event_id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_else(|| format!("{}:{}", spec.stream.name, info.as_ref().map_or(0, |i| i.stream_sequence)));
+            Delivery {
+                subject: m.subject.to_string(),
+                payload: m.payload.clone(),
+                event_id,
+                delivered: info.map_or(1, |i| i.delivered),
+            }
+        })
+        .collect();
+    let delivered: Vec<i64> = deliveries.iter().map(|d| d.delivered).collect();
+    let outcomes = handler.handle(deliveries).await;
+    let acks = messages.iter().zip(delivered).enumerate().map(|(i, (message, delivered))| {
+        let kind = match outcomes.get(i) {
+            Some(Outcome::Ack) => AckKind::Ack,
+            Some(Outcome::Reject(reason)) => {
+                tracing::error!(consumer = spec.durable, subject = %message.subject, reason = %reason, "message rejected; it will not be redelivered");
+                AckKind::Term
+            }
+            // A handler that returned too few outcomes is a bug; retrying is safe.
+            Some(Outcome::Retry) | None => AckKind::Nak(Some(retry_delay(delivered))),
+        };
+        async move {
+            if let Err(err) = message.ack_with(kind).await {
+                // The server redelivers after ACK_WAIT; the inbox makes that harmless.
+                tracing::warn!(error = %err, "ack failed");
+            }
+        }
+    });
+    join_all(acks).await;
+}
+
+/// The pause before redelivering a message delivered `delivered` times.
+pub fn retry_delay(delivered: i64) -> Duration {
+    let step = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0).min(RETRY_LADDER.len() - 1);
+    RETRY_LADDER[step]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_climb_the_ladder_and_stay_on_its_last_step() {
+        assert_eq!(retry_delay(1), Duration::from_millis(250));
+        assert_eq!(retry_delay(3), Duration::from_secs(5));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
+        assert_eq!(retry_delay(0), Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,290 @@
+//! The gRPC side every service shares: the server host (health, reflection,
+//! readiness gate, graceful stop) and the helpers that build rich statuses.
+//!
+//! Each service keeps its own error enum and one `From<Error> for Status`; the
+//! helpers here only make sure every status carries an `ErrorInfo` with a
+//! stable reason, and the right extra detail (BadRequest, RetryInfo).
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Code, Status,
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::{auth::AuthError, validation::Violations};
+
+/// How a service's gRPC server listens and behaves.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Where to listen, for example `127.0.0.1:50051`. Port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The longest a unary RPC may run before the server answers CANCELLED.
+    #[serde(deserialize_with = "crate::config::millis", rename = "request_timeout_ms")]
+    pub request_timeout: Duration,
+    /// How long to keep serving after a stop signal while reporting NOT_SERVING,
+    /// so load balancers stop sending new requests before the listener closes.
+    #[serde(deserialize_with = "crate::config::millis", rename = "drain_ms")]
+    pub drain: Duration,
+    /// The largest request message accepted, in bytes. Far below tonic's 4 MiB
+    /// default: no foodmesh request comes close, and big ones are an attack.
+    pub max_request_bytes: usize,
+}
+
+/// Builds a status whose `ErrorInfo` carries `reason` and `domain`, plus any
+/// other details given.
+pub fn status(code: Code, message: impl Into<String>, domain: &str, reason: &str, details: ErrorDetails) -> Status {
+    status_with_metadata(code, message, domain, reason, &[], details)
+}
+
+/// Like [`status`], with `ErrorInfo.metadata` entries (for example the id of
+/// the payment that was declined).
+pub fn status_with_metadata(
+    code: Code,
+    message: impl Into<String>,
+    domain: &str,
+    reason: &str,
+    metadata: &[(&str, &str)],
+    mut details: ErrorDetails,
+) -> Status {
+    let metadata: std::collections::HashMap<String, String> =
+        metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    details.set_error_info(reason, domain, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+/// INVALID_ARGUMENT with a `BadRequest` naming every bad field, reason
+/// `INVALID_REQUEST`.
+pub fn invalid_argument(domain: &str, violations: &Violations) -> Status {
+    let fields: Vec<FieldViolation> = violations.iter().map(|v| FieldViolation::new(&v.field, &v.description)).collect();
+    let message = format!("invalid request: {violations}");
+    status(Code::InvalidArgument, message, domain, "INVALID_REQUEST", ErrorDetails::with_bad_request(fields))
+}
+
+/// UNAVAILABLE with a `RetryInfo` telling the client when to try again.
+pub fn unavailable(domain: &str, reason: &str, message: impl Into<String>, retry_after: Duration) -> Status {
+    status(Code::Unavailable, message, domain, reason, ErrorDetails::with_retry_info(Some(retry_after)))
+}
+
+/// UNAUTHENTICATED for a missing or bad token, PERMISSION_DENIED for a token of
+/// the wrong role.
+pub fn auth_status(domain: &str, err: &AuthError) -> Status {
+    let code = match err {
+        AuthError::WrongRole { .. } => Code::PermissionDenied,
+        _ => Code::Unauthenticated,
+    };
+    status(code, err.to_string(), domain, err.reason(), ErrorDetails::new())
+}
+
+/// A database failure: UNAVAILABLE (retry shortly) when the database cannot
+/// be reached or is saturated, INTERNAL otherwise.
+pub fn database_status(domain: &str, err: &sqlx::Error) -> Status {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            tracing::warn!(error = %err, "database unavailable");
+            unavailable(domain, "DATABASE_UNAVAILABLE", "the database is unavailable; retry shortly", Duration::from_secs(1))
+        }
+        other => internal(domain, other),
+    }
+}
+
+/// INTERNAL with a generic message and a reference; the full cause chain goes
+/// to the log under that reference, never to the client.
+pub fn internal(domain: &str, err: &(dyn std::error::Error + 'static)) -> Status {
+    let reference = uuid::Uuid::new_v4().simple().to_string();
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(reference = %reference, error = %chain, "internal error");
+    status(Code::Internal, format!("internal error (reference {reference})"), domain, "INTERNAL", ErrorDetails::new())
+}
+
+/// Health and the readiness gate, switched together.
+#[derive(Clone)]
+pub struct Readiness {
+    health: HealthReporter,
+    open: Arc<AtomicBool>,
+    services: Arc<Vec<&'static str>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness").field("serving", &self.is_serving()).finish()
+    }
+}
+
+impl Readiness {
+    /// Reports SERVING for the server ("") and every service, and lets
+    /// requests through.
+    pub async fn set_serving(&self) {
+        self.set(ServingStatus::Serving).await;
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// Reports NOT_SERVING. Requests still go through: a stopping service
+    /// finishes what it is sent during its drain period.
+    pub async fn set_not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Whether the service has reported SERVING at least once.
+    pub fn is_serving(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.health.set_service_status("", status).await;
+        for name in self.services.iter() {
+            self.health.set_service_status(*name, status).await;
+        }
+    }
+}
+
+/// A bound gRPC listener that serves health (NOT_SERVING until told otherwise)
+/// and reflection from the moment it starts.
+#[derive(Debug)]
+pub struct GrpcHost {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    settings: ServerSettings,
+    routes: RoutesBuilder,
+    services: Vec<&'static str>,
+}
+
+impl GrpcHost {
+    /// Binds the listener, so the port is known (and reachable) before the
+    /// service is ready.
+    pub async fn bind(settings: &ServerSettings) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self { listener, local_addr, settings: settings.clone(), routes: RoutesBuilder::default(), services: Vec::new() })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds an application service; its health status follows [`Readiness`].
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible, Response = http::Response<Body>>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Starts serving in the background until `stop` is cancelled, then
+    /// finishes the requests in flight. Returns the readiness switch (starting
+    /// NOT_SERVING) and the server task.
+    pub async fn spawn(mut self, stop: CancellationToken) -> Result<(Readiness, JoinHandle<Result<(), tonic::transport::Error>>), tonic_reflection::server::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let readiness =
+            Readiness { health, open: Arc::new(AtomicBool::new(false)), services: Arc::new(self.services.clone()) };
+        // tonic-health starts the empty service name as SERVING; a service is not
+        // ready until its migrations ran and its broker connection is up.
+        readiness.set_not_serving().await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+        let gate = ReadinessGateLayer { open: readiness.open.clone() };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            // Bounds unary work; streams (WatchOrder) end on their own.
+            .timeout(self.settings.request_timeout)
+            // Finds dead peers behind NATs and idle load balancers.
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
+            // Requests wait for readiness: nothing runs before migrations.
+            .layer(gate)
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+        Ok((readiness, tokio::spawn(server)))
+    }
+}
+
+/// Answers UNAVAILABLE to application RPCs until the service is ready; health
+/// and reflection always pass.
+#[derive(Debug, Clone)]
+struct ReadinessGateLayer {
+    open: Arc<AtomicBool>,
+}
+
+impl<S> tower::Layer<S> for ReadinessGateLayer {
+    type Service = ReadinessGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReadinessGate { inner, open: self.open.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReadinessGate<S> {
+    inner: S,
+    open: Arc<AtomicBool>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ReadinessGate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        std::future::Ready<Result<http::Response<Body>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let always_open = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
+        if always_open || self.open.load(Ordering::Acquire) {
+            futures::future::Either::Left(self.inner.call(request))
+        } else {
+            let status = Status::unavailable("the service is starting; retry shortly");
+            futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
+        }
+    }
+}

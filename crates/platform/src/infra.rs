@@ -1,0 +1,85 @@
+//! The settings every service shares and the connections made from them.
+
+use serde::Deserialize;
+
+use crate::{
+    auth::{AuthSettings, KeyError, Verifier},
+    db::{Database, DatabaseSettings, DbError},
+    grpc::ServerSettings,
+    messaging::{self, NatsSettings},
+    outbox::{OutboxSignal, Relay, RelaySettings},
+};
+
+/// The built-in defaults of [`CommonSettings`], as TOML.
+pub const COMMON_DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Consumer settings shared by a service's consumers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerSettings {
+    /// The most events applied in one database transaction.
+    pub batch_size: usize,
+}
+
+/// Settings every service has; services flatten it into their own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommonSettings {
+    /// The gRPC server.
+    pub server: ServerSettings,
+    /// The service's own database.
+    pub database: DatabaseSettings,
+    /// NATS.
+    pub nats: NatsSettings,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
+    /// The event consumers.
+    pub consumer: ConsumerSettings,
+}
+
+/// Why a service could not prepare its connections.
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    /// The database URL is unusable.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The JWT key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// NATS settings are unusable.
+    #[error("cannot set up the NATS connection: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+}
+
+/// A service's connections. Nothing here waits for a server: the database
+/// pools and the NATS client connect in the background, so a service can
+/// start (and report NOT_SERVING) before its dependencies are up.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    /// The service's database.
+    pub db: Database,
+    /// The NATS client.
+    pub nats: async_nats::Client,
+    /// JetStream on that client.
+    pub js: async_nats::jetstream::Context,
+    /// Checks callers' tokens.
+    pub verifier: Verifier,
+    /// Wakes the outbox relay after a commit.
+    pub outbox: OutboxSignal,
+}
+
+impl Infra {
+    /// Prepares the connections for the service `name`.
+    pub async fn connect(settings: &CommonSettings, name: &str) -> Result<Self, InfraError> {
+        let db = Database::connect_lazy(&settings.database)?;
+        let verifier = Verifier::from_settings(&settings.auth)?;
+        let nats = messaging::connect(&settings.nats, name).await?;
+        let js = messaging::jetstream(nats.clone());
+        Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default() })
+    }
+
+    /// The outbox relay of this service.
+    pub fn relay(&self, settings: &RelaySettings) -> Relay {
+        Relay::new(self.db.clone(), self.js.clone(), settings.clone(), self.outbox.clone())
+    }
+}

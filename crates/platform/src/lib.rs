@@ -1,0 +1,37 @@
+//! What every foodmesh service shares, so that the four services differ only
+//! in their domain.
+//!
+//! # Layout
+//! - [`config`]: layered settings (built-in defaults, file, environment) and [`config::Secret`].
+//! - [`telemetry`]: logging setup.
+//! - [`auth`]: bearer-JWT verification ([`auth::Verifier`]) and token issuing for tools.
+//! - [`grpc`]: the gRPC host (health, reflection, readiness gate) and rich status helpers.
+//! - [`infra`]: the settings every service shares and the connections made from them.
+//! - [`lifecycle`]: start, readiness, drain and ordered stop of a service process.
+//! - [`db`]: SQLite or PostgreSQL behind one handle, and migrations.
+//! - [`messaging`]: the NATS connection and the registry of streams and subjects.
+//! - [`outbox`] and [`inbox`]: publish exactly what was committed; apply each event once.
+//! - [`consumer`]: durable pull consumers that hand batches to a service.
+//! - [`money`], [`time`], [`validation`], [`paging`]: plain-Rust building blocks for domain code.
+//! - [`convert`]: those building blocks to and from their protobuf forms.
+//! - `testing` (feature `testing`): real nats-server and PostgreSQL for tests.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod consumer;
+pub mod convert;
+pub mod db;
+pub mod grpc;
+pub mod inbox;
+pub mod infra;
+pub mod lifecycle;
+pub mod messaging;
+pub mod money;
+pub mod outbox;
+pub mod paging;
+pub mod telemetry;
+pub mod time;
+pub mod validation;
+#[cfg(feature = "testing")]
+pub mod testing;

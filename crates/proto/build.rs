@@ -1,0 +1,29 @@
+//! Generates the Rust code for every contract under `proto/` with the protoc
+//! shipped by `protoc-bin-vendored`, so a fresh machine needs no system protoc.
+use std::{env, io, path::PathBuf};
+
+fn main() -> io::Result<()> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../proto");
+    let protos = [
+        "foodmesh/common/v1/common.proto",
+        "foodmesh/order/v1/order_service.proto",
+        "foodmesh/order/v1/events.proto",
+        "foodmesh/payment/v1/payment_service.proto",
+        "foodmesh/payment/v1/events.proto",
+        "foodmesh/store/v1/store_service.proto",
+        "foodmesh/store/v1/events.proto",
+        "foodmesh/notification/v1/notification_service.proto",
+    ]
+    .map(|p| root.join(p));
+    let well_known = protoc_bin_vendored::include_path().map_err(io::Error::other)?;
+    let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
+    let descriptor = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("foodmesh_descriptor.bin");
+
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptor)
+        .compile_with_config(config, &protos, &[root.clone(), well_known])?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
