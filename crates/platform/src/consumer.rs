@@ -82,6 +82,43 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn handle(&self, batch: Vec<Delivery>) -> impl Future<Output = Vec<Outcome>> + Send;
 }
 
+/// The usual shape of a [`BatchHandler`]: decode every message with `decode`
+/// (`Ok(None)`: not for this consumer, acknowledged; `Err`: undecodable,
+/// rejected), apply the relevant ones with `apply` in one go, and retry them
+/// all if that fails. `apply` gets `(event_id, decoded)` pairs in order.
+pub async fn decode_and_apply<T, D, A, F, E>(batch: Vec<Delivery>, decode: D, apply: A) -> Vec<Outcome>
+where
+    D: Fn(&Delivery) -> Result<Option<T>, String>,
+    A: FnOnce(Vec<(String, T)>) -> F,
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut outcomes = vec![Outcome::Ack; batch.len()];
+    let mut relevant = Vec::new();
+    let mut positions = Vec::new();
+    for (i, delivery) in batch.iter().enumerate() {
+        match decode(delivery) {
+            Ok(Some(item)) => {
+                relevant.push((delivery.event_id.clone(), item));
+                positions.push(i);
+            }
+            Ok(None) => {}
+            Err(reason) => outcomes[i] = Outcome::Reject(reason),
+        }
+    }
+    if relevant.is_empty() {
+        return outcomes;
+    }
+    let count = relevant.len();
+    if let Err(err) = apply(relevant).await {
+        tracing::warn!(error = %err, count, "event batch not applied; will retry");
+        for i in positions {
+            outcomes[i] = Outcome::Retry;
+        }
+    }
+    outcomes
+}
+
 /// Consumes until `stop`. Connection or server problems are logged and retried
 /// with a growing pause; a batch in progress is finished and acknowledged
 /// before returning.
@@ -104,9 +141,15 @@ pub async fn run<H: BatchHandler>(js: jetstream::Context, spec: ConsumerSpec, ha
 }
 
 fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    // JetStream needs an explicit filter for "latest per subject".
+    let filter_subjects = if spec.filter_subjects.is_empty() && spec.latest_per_subject {
+        spec.stream.subjects.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        spec.filter_subjects.clone()
+    };
     pull::Config {
         durable_name: Some(spec.durable.to_owned()),
-        filter_subjects: spec.filter_subjects.clone(),
+        filter_subjects,
         deliver_policy: if spec.latest_per_subject { DeliverPolicy::LastPerSubject } else { DeliverPolicy::All },
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,

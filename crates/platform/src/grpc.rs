@@ -120,6 +120,31 @@ pub fn internal(domain: &str, err: &(dyn std::error::Error + 'static)) -> Status
     status(Code::Internal, format!("internal error (reference {reference})"), domain, "INTERNAL", ErrorDetails::new())
 }
 
+/// When the caller stops waiting, from its `grpc-timeout` header (gRPC
+/// propagates a client's deadline this way), so work done on its behalf, such
+/// as a call to another service, never outlives it.
+pub fn deadline<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
+    let header = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(header).map(|timeout| std::time::Instant::now() + timeout)
+}
+
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 /// Health and the readiness gate, switched together.
 #[derive(Clone)]
 pub struct Readiness {
@@ -286,5 +311,43 @@ where
             let status = Status::unavailable("the service is starting; retry shortly");
             futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit_and_garbage_is_ignored() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        for bad in ["", "S", "10", "1x", "-1S", "1234567890S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_argument_carries_every_violation_and_a_reason() {
+        let mut v = Violations::new();
+        v.add("a", "is required");
+        v.add("b[0].c", "is too long");
+        let status = invalid_argument("x.foodmesh.dev", &v);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<_> = status.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["a", "b[0].c"]);
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_REQUEST", "x.foodmesh.dev"));
+    }
+
+    #[test]
+    fn internal_errors_hide_the_cause_from_the_client() {
+        let cause = std::io::Error::other("password=hunter2 leaked in a driver message");
+        let status = internal("x.foodmesh.dev", &cause);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+        assert!(status.message().contains("reference"));
     }
 }

@@ -301,3 +301,11 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends the services' logs to the test's captured output (shown for failed
+/// tests), filtered by `RUST_LOG` (default `info`).
+pub fn init_logs() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let _ = fmt().with_env_filter(filter).with_test_writer().with_ansi(false).with_target(false).try_init();
+}

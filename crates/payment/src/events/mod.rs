@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use foodmesh_platform::{
-    consumer::{BatchHandler, ConsumerSpec, Delivery, Outcome},
+    consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     convert,
     messaging::{self, STORE_EVENTS, subjects},
     outbox::OutboxMessage,
@@ -82,36 +82,25 @@ impl RefundOnCancellation {
 
 impl BatchHandler for RefundOnCancellation {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        let mut outcomes = vec![Outcome::Ack; batch.len()];
-        let mut refunds = Vec::new();
-        for (i, delivery) in batch.iter().enumerate() {
-            let event = match StoreEvent::decode(delivery.payload.clone()) {
-                Ok(event) => event,
-                Err(err) => {
-                    outcomes[i] = Outcome::Reject(format!("not a StoreEvent: {err}"));
-                    continue;
-                }
-            };
-            if let Some(store_event::Event::OrderStatusChanged(change)) = event.event {
-                let reason = match change.status() {
-                    StoreOrderStatus::Cancelled => "order cancelled".to_owned(),
-                    StoreOrderStatus::Rejected => format!("order rejected by the store: {}", change.reason),
-                    _ => continue,
-                };
-                refunds.push((i, RefundForOrder { event_id: delivery.event_id.clone(), order_id: change.order_id, reason }));
-            }
-        }
-        if refunds.is_empty() {
-            return outcomes;
-        }
-        let requests: Vec<RefundForOrder> = refunds.iter().map(|(_, r)| r.clone()).collect();
-        if let Err(err) = self.app.refund_orders(&requests).await {
-            tracing::warn!(error = %err, count = requests.len(), "refund batch failed; will retry");
-            for (i, _) in &refunds {
-                outcomes[*i] = Outcome::Retry;
-            }
-        }
-        outcomes
+        consumer::decode_and_apply(batch, decode_refund, |refunds| async move {
+            let requests: Vec<RefundForOrder> = refunds
+                .into_iter()
+                .map(|(event_id, (order_id, reason))| RefundForOrder { event_id, order_id, reason })
+                .collect();
+            self.app.refund_orders(&requests).await
+        })
+        .await
     }
 }
 
+/// The order to refund and why, for a cancellation or a rejection.
+fn decode_refund(delivery: &Delivery) -> Result<Option<(String, String)>, String> {
+    let event = StoreEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a StoreEvent: {e}"))?;
+    let Some(store_event::Event::OrderStatusChanged(change)) = event.event else { return Ok(None) };
+    let reason = match change.status() {
+        StoreOrderStatus::Cancelled => "order cancelled".to_owned(),
+        StoreOrderStatus::Rejected => format!("order rejected by the store: {}", change.reason),
+        _ => return Ok(None),
+    };
+    Ok(Some((change.order_id, reason)))
+}

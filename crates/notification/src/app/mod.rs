@@ -1,0 +1,214 @@
+//! The notification use cases: record one message per order change, send
+//! what is due through the channel, and serve the messages back.
+
+use std::sync::Arc;
+
+use foodmesh_platform::{
+    db::Database,
+    inbox,
+    paging::{self, Cursor, PageRequest},
+    time::Timestamp,
+};
+use futures::{StreamExt, stream};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    channel::Channel,
+    db,
+    domain::{Notification, OrderChange, RetryPolicy},
+};
+
+/// Everything a notification use case can fail with. `grpc::error` maps each
+/// to a status code; nothing else does.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request has bad fields.
+    #[error("invalid request: {0}")]
+    Invalid(#[from] foodmesh_platform::validation::Violations),
+    /// The caller is not identified or not allowed.
+    #[error(transparent)]
+    Auth(#[from] foodmesh_platform::auth::AuthError),
+    /// The service is stopping.
+    #[error("the service is stopping; reconnect")]
+    ShuttingDown,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// How many due messages one dispatch round takes.
+const DISPATCH_BATCH: i64 = 256;
+/// How often a watcher looks for new messages without a local signal (another
+/// replica may have written them).
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The notification service's use cases.
+pub struct NotificationApp {
+    db: Database,
+    channel: Arc<dyn Channel>,
+    policy: RetryPolicy,
+    concurrency: usize,
+    due: Arc<Notify>,
+    created: broadcast::Sender<String>,
+}
+
+impl std::fmt::Debug for NotificationApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationApp").field("channel", &self.channel.name()).finish_non_exhaustive()
+    }
+}
+
+impl NotificationApp {
+    /// The use cases over `db`, sending through `channel`.
+    pub fn new(db: Database, channel: Arc<dyn Channel>, policy: RetryPolicy, concurrency: usize) -> Self {
+        Self { db, channel, policy, concurrency: concurrency.max(1), due: Arc::new(Notify::new()), created: broadcast::channel(4096).0 }
+    }
+
+    /// Records a batch of order changes, one message per order and kind, in
+    /// one transaction, and wakes the dispatcher.
+    pub async fn record(&self, consumer: &str, changes: &[(String, OrderChange)]) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        let mut customers = Vec::new();
+        for (event_id, change) in changes {
+            if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
+                continue;
+            }
+            let notification = Notification::compose(change, self.channel.name());
+            if db::insert(&mut tx, &notification).await? {
+                customers.push(notification.customer_id);
+            }
+        }
+        tx.commit().await?;
+        if !customers.is_empty() {
+            self.due.notify_one();
+            for customer in customers {
+                let _ = self.created.send(customer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every message that is due, several at once, and records each
+    /// outcome. Returns how many were attempted.
+    pub async fn dispatch_due(&self) -> Result<usize, Error> {
+        let due = db::due(self.db.reader(), Timestamp::now(), DISPATCH_BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let results: Vec<(Notification, Result<(), String>)> = stream::iter(due)
+            .map(|n| async move {
+                let result = self.channel.send(&n).await;
+                (n, result)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let now = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        for (n, result) in &results {
+            let attempts = n.attempts + 1;
+            match result {
+                Ok(()) => db::mark_sent(&mut tx, n.seq, attempts, now).await?,
+                Err(error) => {
+                    let retry_at = self.policy.next_attempt(attempts, now);
+                    match retry_at {
+                        Some(_) => tracing::warn!(notification_id = %n.notification_id, attempts, %error, "send failed; will retry"),
+                        None => tracing::error!(notification_id = %n.notification_id, attempts, %error, "send failed; giving up"),
+                    }
+                    db::mark_failed(&mut tx, n.seq, attempts, error, retry_at).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results.len())
+    }
+
+    /// Runs the dispatcher until `stop`: woken by new messages, and every
+    /// `sweep` for retries that fall due.
+    pub async fn run_dispatcher(self: Arc<Self>, sweep: std::time::Duration, stop: CancellationToken) {
+        loop {
+            match self.dispatch_due().await {
+                Ok(n) if n as i64 == DISPATCH_BATCH => continue,
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "dispatch round failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.due.notified() => {}
+                () = tokio::time::sleep(sweep) => {}
+            }
+        }
+    }
+
+    /// A page of the customer's messages, newest first.
+    pub async fn list(&self, customer_id: &str, order_id: &str, page: &PageRequest) -> Result<(Vec<Notification>, String), Error> {
+        let before = page.after.as_ref().map(|c| c.key);
+        let rows = db::page(self.db.reader(), customer_id, order_id, before, i64::from(page.size) + 1).await?;
+        Ok(paging::finish(rows, page.size, |n| Cursor { key: n.seq, id: String::new() }))
+    }
+
+    /// Sends the customer's new messages as they are written (after the
+    /// existing ones, oldest first, if asked), until `stop` or the receiver
+    /// goes away.
+    pub async fn follow(
+        &self,
+        customer_id: String,
+        order_id: String,
+        include_existing: bool,
+        sink: mpsc::Sender<Result<Notification, Error>>,
+        stop: CancellationToken,
+    ) {
+        let mut created = self.created.subscribe();
+        // Start after the oldest of the (at most 100) newest existing messages,
+        // or after everything that exists now.
+        let start = if include_existing {
+            db::page(self.db.reader(), &customer_id, &order_id, None, 100).await.map(|rows| rows.last().map_or(0, |oldest| oldest.seq - 1))
+        } else {
+            db::last_seq(self.db.reader()).await
+        };
+        let mut last = match start {
+            Ok(seq) => seq,
+            Err(err) => {
+                let _ = sink.send(Err(err.into())).await;
+                return;
+            }
+        };
+        loop {
+            match db::after(self.db.reader(), &customer_id, &order_id, last, 100).await {
+                Ok(rows) => {
+                    for n in rows {
+                        last = n.seq;
+                        if sink.send(Ok(n)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(err) => {
+                    let _ = sink.send(Err(err.into())).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = sink.send(Err(Error::ShuttingDown)).await;
+                    return;
+                }
+                () = sink.closed() => return,
+                () = wait_for_customer(&mut created, &customer_id) => {}
+                () = tokio::time::sleep(WATCH_POLL) => {}
+            }
+        }
+    }
+}
+
+async fn wait_for_customer(created: &mut broadcast::Receiver<String>, customer_id: &str) {
+    loop {
+        match created.recv().await {
+            Ok(id) if id == customer_id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The order use cases. Each owns its transaction; changes of an order and
+//! the events they cause commit together, then the outbox relay is woken and
+//! local watchers are told which order changed.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use foodmesh_platform::{
+    db::Database,
+    inbox,
+    money::Money,
+    outbox::{self, OutboxSignal},
+    paging::{self, Cursor, PageRequest},
+    time::Timestamp,
+    validation::Violations,
+};
+use futures::future::BoxFuture;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    db,
+    domain::{
+        order::{KitchenStatus, Order, OrderStatus},
+        placing::{self, Attempt, AttemptState, Menu, OrderId, PlaceOrder},
+    },
+    events,
+};
+
+mod error;
+pub use error::Error;
+
+/// The caller's credentials, passed on unchanged to payment so that it can
+/// identify the customer itself. Opaque here.
+#[derive(Clone)]
+pub struct Credentials(pub String);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
+}
+
+/// A charge to ask payment for.
+#[derive(Debug)]
+pub struct ChargeRequest<'a> {
+    /// The order: also the idempotency key.
+    pub order_id: &'a OrderId,
+    /// How much.
+    pub amount: Money,
+    /// The customer's tokenised card.
+    pub payment_token: &'a str,
+    /// Who is paying.
+    pub credentials: &'a Credentials,
+    /// When the caller stops waiting, if it said.
+    pub deadline: Option<Instant>,
+}
+
+/// Payment's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Captured.
+    Captured {
+        /// The payment.
+        payment_id: String,
+    },
+    /// The card was declined.
+    Declined {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Payment could not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Not reachable, overloaded or too slow: retrying later is right. The
+    /// charge may or may not have happened; a retry with the same key finds out.
+    #[error("payment unavailable: {0}")]
+    Unavailable(String),
+    /// Payment refused the request for another reason (a bug on one side).
+    #[error("payment refused the charge: {0}")]
+    Refused(String),
+}
+
+/// The payment service, behind a port.
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Charges once per order id, however often it is called.
+    fn charge<'a>(&'a self, request: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>>;
+}
+
+/// An update of the status view, decoded from another context's event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewUpdate {
+    /// The store's kitchen state changed.
+    Kitchen {
+        /// The order.
+        order_id: String,
+        /// The new state.
+        status: KitchenStatus,
+        /// Its version.
+        version: i64,
+        /// The store's reason (rejections, cancellations).
+        reason: String,
+        /// When.
+        occurred_at: Timestamp,
+    },
+    /// The store refused the customer's cancellation.
+    CancellationRefused {
+        /// The order.
+        order_id: String,
+        /// Its kitchen state then.
+        status: KitchenStatus,
+        /// Its version then.
+        version: i64,
+        /// When.
+        occurred_at: Timestamp,
+    },
+    /// The payment was refunded.
+    Refunded {
+        /// The order.
+        order_id: String,
+        /// When.
+        refunded_at: Timestamp,
+    },
+}
+
+/// A catalog event, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogUpdate {
+    /// The store's menu.
+    pub menu: Menu,
+    /// Its version.
+    pub version: i64,
+}
+
+/// Settings of the use cases.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How long CancelOrder waits for the store.
+    pub cancel_wait: Duration,
+}
+
+/// How many times a write is retried after losing a race.
+const MAX_ATTEMPTS: usize = 5;
+/// How often a watcher re-reads an order even without a local change signal
+/// (another replica may have applied the change).
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// The order service's use cases.
+pub struct OrderApp {
+    db: Database,
+    outbox: OutboxSignal,
+    payment: Arc<dyn PaymentGateway>,
+    changes: broadcast::Sender<String>,
+    timing: Timing,
+}
+
+impl std::fmt::Debug for OrderApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderApp").field("timing", &self.timing).finish_non_exhaustive()
+    }
+}
+
+impl OrderApp {
+    /// The use cases over `db`, paying through `payment`.
+    pub fn new(db: Database, outbox: OutboxSignal, payment: Arc<dyn PaymentGateway>, timing: Timing) -> Self {
+        Self { db, outbox, payment, changes: broadcast::channel(4096).0, timing }
+    }
+
+    /// Places and pays an order. The order exists only if payment captured the
+    /// charge; a repeated request returns the same order and charges once.
+    pub async fn place(&self, request: PlaceOrder, credentials: &Credentials, deadline: Option<Instant>) -> Result<Order, Error> {
+        let order_id = request.order_id();
+        let fingerprint = request.fingerprint();
+        let attempt = match db::attempt(self.db.reader(), &order_id).await? {
+            Some(existing) => {
+                let mut v = Violations::new();
+                placing::check_request_shape(&request, &mut v);
+                v.into_result(())?;
+                existing
+            }
+            None => {
+                let menu = {
+                    let mut conn = self.db.reader().acquire().await?;
+                    db::menu(&mut conn, &request.store_id).await?
+                };
+                let priced = placing::price(&request, menu.as_ref())?;
+                let attempt = Attempt {
+                    order_id: order_id.clone(),
+                    fingerprint: fingerprint.clone(),
+                    priced,
+                    state: AttemptState::Pending,
+                    payment_id: String::new(),
+                    decline_reason: String::new(),
+                };
+                match db::insert_attempt(self.db.writer(), &attempt, &request.customer_id, &request.request_id).await {
+                    Ok(()) => attempt,
+                    // The same request is being placed concurrently; go on with its record.
+                    Err(err) if is_unique_violation(&err) => db::attempt(self.db.writer(), &order_id).await?.ok_or(Error::Conflict)?,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        };
+        if attempt.fingerprint != fingerprint {
+            return Err(Error::RequestIdReused);
+        }
+        match attempt.state {
+            AttemptState::Placed => return self.stored_order(&order_id).await,
+            AttemptState::Declined => return Err(Error::PaymentDeclined { reason: attempt.decline_reason }),
+            AttemptState::Pending => {}
+        }
+
+        let charge = ChargeRequest {
+            order_id: &order_id,
+            amount: attempt.priced.total,
+            payment_token: &request.payment_token,
+            credentials,
+            deadline,
+        };
+        match self.payment.charge(charge).await {
+            Ok(ChargeOutcome::Captured { payment_id }) => self.commit_placed(attempt, &request.customer_id, &payment_id).await,
+            Ok(ChargeOutcome::Declined { reason }) => {
+                db::settle_attempt(self.db.writer(), &order_id, AttemptState::Declined, "", &reason).await?;
+                Err(Error::PaymentDeclined { reason })
+            }
+            Err(GatewayError::Unavailable(why)) => {
+                // The attempt stays PENDING: a retry with the same request id
+                // asks payment again, which answers from its idempotency record.
+                tracing::warn!(order_id = %order_id, reason = %why, "payment unavailable; no order taken");
+                Err(Error::PaymentUnavailable)
+            }
+            Err(GatewayError::Refused(why)) => Err(Error::PaymentFailed(why)),
+        }
+    }
+
+    async fn commit_placed(&self, attempt: Attempt, customer_id: &str, payment_id: &str) -> Result<Order, Error> {
+        let now = Timestamp::now();
+        let (order, event) = Order::place(attempt.order_id, customer_id, attempt.priced, payment_id, now);
+        let mut tx = self.db.begin().await?;
+        if !db::settle_attempt(&mut *tx, &order.id, AttemptState::Placed, payment_id, "").await? {
+            // A concurrent request with the same id committed the order first.
+            tx.rollback().await?;
+            return self.stored_order(&order.id).await;
+        }
+        db::insert_order(&mut tx, &order).await?;
+        outbox::enqueue(&mut tx, &events::order_message(&event, now)).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        self.changed(order.id.as_str());
+        tracing::info!(order_id = %order.id, total = %order.total, payment_id, "order placed");
+        Ok(order)
+    }
+
+    async fn stored_order(&self, order_id: &OrderId) -> Result<Order, Error> {
+        db::order(self.db.writer(), order_id.as_str()).await?.ok_or(Error::Conflict)
+    }
+
+    /// One of the customer's orders; someone else's is not found.
+    pub async fn get(&self, customer_id: &str, order_id: &str) -> Result<Order, Error> {
+        db::order(self.db.reader(), order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::NotFound)
+    }
+
+    /// A page of the customer's orders, newest first.
+    pub async fn list(&self, customer_id: &str, page: &PageRequest) -> Result<(Vec<Order>, String), Error> {
+        let rows = db::orders_of_customer(self.db.reader(), customer_id, page.after.as_ref(), i64::from(page.size) + 1).await?;
+        Ok(paging::finish(rows, page.size, |o| Cursor { key: o.placed_at.as_micros(), id: o.id.to_string() }))
+    }
+
+    /// Asks the store to cancel, then waits (at most the configured wait, and
+    /// never past `deadline`) for its answer.
+    pub async fn cancel(&self, customer_id: &str, order_id: &str, reason: &str, deadline: Option<Instant>) -> Result<Order, Error> {
+        let mut changes = self.changes.subscribe();
+        let mut requested = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let now = Timestamp::now();
+            let mut tx = self.db.begin().await?;
+            let mut order = db::order(&mut *tx, order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::NotFound)?;
+            let read_version = order.version;
+            let Some(event) = order.request_cancellation(reason, now)? else {
+                requested = true;
+                break;
+            };
+            if !db::update_order(&mut tx, &order, read_version).await? {
+                tx.rollback().await?;
+                continue;
+            }
+            outbox::enqueue(&mut tx, &events::order_message(&event, now)).await?;
+            tx.commit().await?;
+            self.outbox.notify();
+            self.changed(order_id);
+            tracing::info!(order_id, "cancellation requested");
+            requested = true;
+            break;
+        }
+        if !requested {
+            return Err(Error::Conflict);
+        }
+
+        let mut until = Instant::now() + self.timing.cancel_wait;
+        if let Some(deadline) = deadline {
+            // Leave the caller time to receive the answer.
+            until = until.min(deadline.checked_sub(Duration::from_millis(50)).unwrap_or(deadline));
+        }
+        loop {
+            let order = self.get(customer_id, order_id).await?;
+            match order.status {
+                OrderStatus::Cancelled => return Ok(order),
+                OrderStatus::CancellationRequested if Instant::now() < until => {}
+                OrderStatus::CancellationRequested => return Ok(order),
+                other => return Err(Error::NotCancellable(other)),
+            }
+            let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+            tokio::select! {
+                _ = wait_for_change(&mut changes, order_id) => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends `order` and then the order again after every change, until it is
+    /// final, the receiver goes away, or `stop` (the service is stopping).
+    pub async fn follow(&self, order: Order, sink: mpsc::Sender<Result<Order, Error>>, stop: CancellationToken) {
+        let mut changes = self.changes.subscribe();
+        let order_id = order.id.to_string();
+        let customer_id = order.customer_id.clone();
+        let mut seen = order.version;
+        let done = order.is_final();
+        if sink.send(Ok(order)).await.is_err() || done {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = sink.send(Err(Error::ShuttingDown)).await;
+                    return;
+                }
+                () = sink.closed() => return,
+                _ = wait_for_change(&mut changes, &order_id) => {}
+                () = tokio::time::sleep(WATCH_POLL) => {}
+            }
+            let order = match self.get(&customer_id, &order_id).await {
+                Ok(order) => order,
+                Err(err) => {
+                    let _ = sink.send(Err(err)).await;
+                    return;
+                }
+            };
+            if order.version != seen {
+                seen = order.version;
+                let done = order.is_final();
+                if sink.send(Ok(order)).await.is_err() || done {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies a batch of view updates from one consumer, in one transaction.
+    pub async fn apply_view_updates(&self, consumer: &str, updates: &[(String, ViewUpdate)]) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        let mut changed = Vec::new();
+        for (event_id, update) in updates {
+            if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
+                continue;
+            }
+            let order_id = match update {
+                ViewUpdate::Kitchen { order_id, .. } | ViewUpdate::CancellationRefused { order_id, .. } | ViewUpdate::Refunded { order_id, .. } => {
+                    order_id
+                }
+            };
+            let Some(mut order) = db::order(&mut *tx, order_id).await? else {
+                tracing::warn!(order_id, "an event about an order this service does not have; ignored");
+                continue;
+            };
+            let read_version = order.version;
+            let applied = match update {
+                ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => order.apply_kitchen(*status, *version, reason, *occurred_at),
+                ViewUpdate::CancellationRefused { status, version, occurred_at, .. } => {
+                    order.apply_cancellation_refused(*status, *version, *occurred_at)
+                }
+                ViewUpdate::Refunded { refunded_at, .. } => order.apply_refund(*refunded_at),
+            };
+            if applied {
+                if !db::update_order(&mut tx, &order, read_version).await? {
+                    return Err(Error::Conflict);
+                }
+                changed.push(order_id.clone());
+            }
+        }
+        tx.commit().await?;
+        for order_id in changed {
+            self.changed(&order_id);
+        }
+        Ok(())
+    }
+
+    /// Applies catalog events: a newer version replaces a store's menu.
+    pub async fn apply_catalogs(&self, consumer: &str, updates: &[(String, CatalogUpdate)]) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        for (event_id, update) in updates {
+            if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
+                continue;
+            }
+            if update.version > db::catalog_version(&mut tx, &update.menu.store_id).await? {
+                db::save_catalog(&mut tx, &update.menu, update.version).await?;
+                tracing::info!(store_id = %update.menu.store_id, version = update.version, "menu updated");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn changed(&self, order_id: &str) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.changes.send(order_id.to_owned());
+    }
+}
+
+/// Resolves when `order_id` may have changed: its own signal, or lost signals.
+async fn wait_for_change(changes: &mut broadcast::Receiver<String>, order_id: &str) {
+    loop {
+        match changes.recv().await {
+            Ok(id) if id == order_id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,419 @@
+//! Every SQL statement of the order service.
+
+use foodmesh_platform::{
+    db::Migrations,
+    money::{Currency, Money},
+    paging::Cursor,
+    time::Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
+
+use crate::domain::{
+    order::{Cancellation, KitchenStatus, Order, OrderStatus, StatusChange},
+    placing::{Attempt, AttemptState, Menu, MenuEntry, OrderId, PricedLine, PricedOrder},
+};
+
+/// The order service's migrations.
+pub fn migrations() -> Migrations {
+    Migrations { sqlite: sqlx::migrate!("migrations/sqlite"), postgres: sqlx::migrate!("migrations/postgres") }
+}
+
+fn corrupt(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("order row has an invalid {what}").into())
+}
+
+fn money(currency: &str, amount: i64) -> Result<Money, sqlx::Error> {
+    let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
+    Money::new(currency, amount).map_err(|_| corrupt("amount"))
+}
+
+// ---- catalog copy -----------------------------------------------------------
+
+/// The stored catalog version of a store (0 if unknown).
+pub async fn catalog_version(conn: &mut AnyConnection, store_id: &str) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT catalog_version FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(conn).await?;
+    row.map_or(Ok(0), |r| r.try_get("catalog_version"))
+}
+
+/// Replaces a store's menu.
+pub async fn save_catalog(conn: &mut AnyConnection, menu: &Menu, version: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO catalog_stores (store_id, name, catalog_version) VALUES ($1, $2, $3) \
+         ON CONFLICT (store_id) DO UPDATE SET name = $2, catalog_version = $3",
+    )
+    .bind(&menu.store_id)
+    .bind(&menu.store_name)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM catalog_items WHERE store_id = $1").bind(&menu.store_id).execute(&mut *conn).await?;
+    for item in &menu.items {
+        sqlx::query("INSERT INTO catalog_items (store_id, menu_item_id, name, currency, price_minor) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&menu.store_id)
+            .bind(&item.menu_item_id)
+            .bind(&item.name)
+            .bind(item.price.currency().code())
+            .bind(item.price.amount_minor())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A store's menu, if the catalog has it.
+pub async fn menu(conn: &mut AnyConnection, store_id: &str) -> Result<Option<Menu>, sqlx::Error> {
+    let Some(store) = sqlx::query("SELECT name FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(&mut *conn).await?
+    else {
+        return Ok(None);
+    };
+    let items = sqlx::query("SELECT menu_item_id, name, currency, price_minor FROM catalog_items WHERE store_id = $1")
+        .bind(store_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(MenuEntry {
+                menu_item_id: r.try_get("menu_item_id")?,
+                name: r.try_get("name")?,
+                price: money(r.try_get("currency")?, r.try_get("price_minor")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(Menu { store_id: store_id.to_owned(), store_name: store.try_get("name")?, items }))
+}
+
+// ---- attempts ---------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct LineJson {
+    id: String,
+    name: String,
+    qty: u32,
+    price: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PricedJson {
+    store_id: String,
+    store_name: String,
+    currency: String,
+    total: i64,
+    address: String,
+    lines: Vec<LineJson>,
+}
+
+fn lines_json(lines: &[PricedLine]) -> Vec<LineJson> {
+    lines
+        .iter()
+        .map(|l| LineJson { id: l.menu_item_id.clone(), name: l.name.clone(), qty: l.quantity, price: l.unit_price.amount_minor() })
+        .collect()
+}
+
+fn lines_from_json(lines: Vec<LineJson>, currency: &str) -> Result<Vec<PricedLine>, sqlx::Error> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let unit_price = money(currency, l.price)?;
+            let line_total = unit_price.checked_mul(l.qty).map_err(|_| corrupt("line"))?;
+            Ok(PricedLine { menu_item_id: l.id, name: l.name, quantity: l.qty, unit_price, line_total })
+        })
+        .collect()
+}
+
+/// The attempt that created (or is creating) an order.
+pub async fn attempt<'c>(db: impl Executor<'c, Database = Any>, order_id: &OrderId) -> Result<Option<Attempt>, sqlx::Error> {
+    let row = sqlx::query("SELECT order_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts WHERE order_id = $1")
+        .bind(order_id.as_str())
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let priced: PricedJson = serde_json::from_str(row.try_get("priced")?).map_err(|_| corrupt("priced order"))?;
+    let state = match row.try_get::<&str, _>("state")? {
+        "PENDING" => AttemptState::Pending,
+        "PLACED" => AttemptState::Placed,
+        "DECLINED" => AttemptState::Declined,
+        _ => return Err(corrupt("attempt state")),
+    };
+    Ok(Some(Attempt {
+        order_id: OrderId::from_existing(row.try_get::<String, _>("order_id")?),
+        fingerprint: row.try_get("fingerprint")?,
+        priced: PricedOrder {
+            lines: lines_from_json(priced.lines, &priced.currency)?,
+            total: money(&priced.currency, priced.total)?,
+            store_id: priced.store_id,
+            store_name: priced.store_name,
+            delivery_address: priced.address,
+        },
+        state,
+        payment_id: row.try_get("payment_id")?,
+        decline_reason: row.try_get("decline_reason")?,
+    }))
+}
+
+/// Records a new attempt as PENDING. A unique violation means a concurrent
+/// request with the same request id got there first.
+pub async fn insert_attempt(
+    db: impl Executor<'_, Database = Any>,
+    attempt: &Attempt,
+    customer_id: &str,
+    request_id: &str,
+) -> Result<(), sqlx::Error> {
+    let p = &attempt.priced;
+    let priced = PricedJson {
+        store_id: p.store_id.clone(),
+        store_name: p.store_name.clone(),
+        currency: p.total.currency().code().to_owned(),
+        total: p.total.amount_minor(),
+        address: p.delivery_address.clone(),
+        lines: lines_json(&p.lines),
+    };
+    let now = Timestamp::now().as_micros();
+    sqlx::query(
+        "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $6)",
+    )
+    .bind(attempt.order_id.as_str())
+    .bind(customer_id)
+    .bind(request_id)
+    .bind(&attempt.fingerprint)
+    .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Settles a PENDING attempt. Returns false if it was settled already.
+pub async fn settle_attempt(
+    db: impl Executor<'_, Database = Any>,
+    order_id: &OrderId,
+    state: AttemptState,
+    payment_id: &str,
+    decline_reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let state = match state {
+        AttemptState::Pending => "PENDING",
+        AttemptState::Placed => "PLACED",
+        AttemptState::Declined => "DECLINED",
+    };
+    let done = sqlx::query(
+        "UPDATE order_attempts SET state = $2, payment_id = $3, decline_reason = $4, updated_at = $5 \
+         WHERE order_id = $1 AND state = 'PENDING'",
+    )
+    .bind(order_id.as_str())
+    .bind(state)
+    .bind(payment_id)
+    .bind(decline_reason)
+    .bind(Timestamp::now().as_micros())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- orders -----------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct ChangeJson {
+    status: String,
+    at: i64,
+    note: String,
+}
+
+/// `SELECT` of every order column with a condition, as a static string.
+macro_rules! select_orders_where {
+    ($condition:literal) => {
+        concat!(
+            "SELECT order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, ",
+            "payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, ",
+            "timeline, updated_at, version FROM orders WHERE ",
+            $condition
+        )
+    };
+}
+
+/// An order by id.
+pub async fn order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query(select_orders_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| order_row(&r)).transpose()
+}
+
+/// A page of a customer's orders, newest first.
+pub async fn orders_of_customer<'c>(
+    db: impl Executor<'c, Database = Any>,
+    customer_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Order>, sqlx::Error> {
+    let (key, id) = after.map_or((i64::MAX, String::new()), |c| (c.key, c.id.clone()));
+    sqlx::query(select_orders_where!(
+        "customer_id = $1 AND (placed_at < $2 OR (placed_at = $2 AND order_id < $3 AND $3 <> '')) \
+         ORDER BY placed_at DESC, order_id DESC LIMIT $4"
+    ))
+    .bind(customer_id)
+    .bind(key)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(order_row)
+    .collect()
+}
+
+/// Stores a newly placed order.
+pub async fn insert_order(conn: &mut AnyConnection, o: &Order) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
+         payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
+         updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(o.id.as_str())
+    .bind(&o.customer_id)
+    .bind(&o.store_id)
+    .bind(&o.store_name)
+    .bind(serde_json::to_string(&lines_json(&o.lines)).map_err(|e| sqlx::Error::Encode(e.into()))?)
+    .bind(o.total.currency().code())
+    .bind(o.total.amount_minor())
+    .bind(&o.delivery_address)
+    .bind(&o.payment_id)
+    .bind(o.placed_at.as_micros())
+    .bind(o.kitchen.map(|(s, _)| kitchen_text(s)))
+    .bind(o.kitchen.map_or(0, |(_, v)| v))
+    .bind(cancellation_text(o.cancellation))
+    .bind(o.refunded_at.map(Timestamp::as_micros))
+    .bind(status_name(o.status))
+    .bind(&o.status_reason)
+    .bind(timeline_json(&o.timeline)?)
+    .bind(o.updated_at.as_micros())
+    .bind(o.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Saves the view of an order if it is still at `expected_version`. Returns
+/// false when another writer changed it first.
+pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE orders SET kitchen_status = $3, kitchen_version = $4, cancellation = $5, refunded_at = $6, status = $7, \
+         status_reason = $8, timeline = $9, updated_at = $10, version = $11 WHERE order_id = $1 AND version = $2",
+    )
+    .bind(o.id.as_str())
+    .bind(expected_version)
+    .bind(o.kitchen.map(|(s, _)| kitchen_text(s)))
+    .bind(o.kitchen.map_or(0, |(_, v)| v))
+    .bind(cancellation_text(o.cancellation))
+    .bind(o.refunded_at.map(Timestamp::as_micros))
+    .bind(status_name(o.status))
+    .bind(&o.status_reason)
+    .bind(timeline_json(&o.timeline)?)
+    .bind(o.updated_at.as_micros())
+    .bind(o.version)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn timeline_json(timeline: &[StatusChange]) -> Result<String, sqlx::Error> {
+    let json: Vec<ChangeJson> = timeline
+        .iter()
+        .map(|c| ChangeJson { status: status_name(c.status).to_owned(), at: c.occurred_at.as_micros(), note: c.note.clone() })
+        .collect();
+    serde_json::to_string(&json).map_err(|e| sqlx::Error::Encode(e.into()))
+}
+
+/// The stored (and ErrorInfo) name of a status.
+pub fn status_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Placed => "PLACED",
+        OrderStatus::Accepted => "ACCEPTED",
+        OrderStatus::Cooking => "COOKING",
+        OrderStatus::Delivering => "DELIVERING",
+        OrderStatus::Delivered => "DELIVERED",
+        OrderStatus::CancellationRequested => "CANCELLATION_REQUESTED",
+        OrderStatus::Cancelled => "CANCELLED",
+        OrderStatus::Rejected => "REJECTED",
+    }
+}
+
+fn status_from(text: &str) -> Result<OrderStatus, sqlx::Error> {
+    Ok(match text {
+        "PLACED" => OrderStatus::Placed,
+        "ACCEPTED" => OrderStatus::Accepted,
+        "COOKING" => OrderStatus::Cooking,
+        "DELIVERING" => OrderStatus::Delivering,
+        "DELIVERED" => OrderStatus::Delivered,
+        "CANCELLATION_REQUESTED" => OrderStatus::CancellationRequested,
+        "CANCELLED" => OrderStatus::Cancelled,
+        "REJECTED" => OrderStatus::Rejected,
+        _ => return Err(corrupt("status")),
+    })
+}
+
+fn kitchen_text(status: KitchenStatus) -> &'static str {
+    match status {
+        KitchenStatus::Received => "RECEIVED",
+        KitchenStatus::Cooking => "COOKING",
+        KitchenStatus::Delivering => "DELIVERING",
+        KitchenStatus::Delivered => "DELIVERED",
+        KitchenStatus::Cancelled => "CANCELLED",
+        KitchenStatus::Rejected => "REJECTED",
+    }
+}
+
+fn cancellation_text(c: Cancellation) -> &'static str {
+    match c {
+        Cancellation::None => "NONE",
+        Cancellation::Requested => "REQUESTED",
+        Cancellation::Refused => "REFUSED",
+    }
+}
+
+fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
+    let currency: String = row.try_get("currency")?;
+    let lines: Vec<LineJson> = serde_json::from_str(row.try_get("lines")?).map_err(|_| corrupt("lines"))?;
+    let timeline: Vec<ChangeJson> = serde_json::from_str(row.try_get("timeline")?).map_err(|_| corrupt("timeline"))?;
+    let kitchen = match row.try_get::<Option<String>, _>("kitchen_status")?.as_deref() {
+        None => None,
+        Some(text) => {
+            let status = match text {
+                "RECEIVED" => KitchenStatus::Received,
+                "COOKING" => KitchenStatus::Cooking,
+                "DELIVERING" => KitchenStatus::Delivering,
+                "DELIVERED" => KitchenStatus::Delivered,
+                "CANCELLED" => KitchenStatus::Cancelled,
+                "REJECTED" => KitchenStatus::Rejected,
+                _ => return Err(corrupt("kitchen status")),
+            };
+            Some((status, row.try_get("kitchen_version")?))
+        }
+    };
+    let cancellation = match row.try_get::<&str, _>("cancellation")? {
+        "NONE" => Cancellation::None,
+        "REQUESTED" => Cancellation::Requested,
+        "REFUSED" => Cancellation::Refused,
+        _ => return Err(corrupt("cancellation")),
+    };
+    Ok(Order {
+        id: OrderId::from_existing(row.try_get::<String, _>("order_id")?),
+        customer_id: row.try_get("customer_id")?,
+        store_id: row.try_get("store_id")?,
+        store_name: row.try_get("store_name")?,
+        lines: lines_from_json(lines, &currency)?,
+        total: money(&currency, row.try_get("total_minor")?)?,
+        delivery_address: row.try_get("delivery_address")?,
+        payment_id: row.try_get("payment_id")?,
+        placed_at: Timestamp::from_micros(row.try_get("placed_at")?),
+        kitchen,
+        cancellation,
+        refunded_at: row.try_get::<Option<i64>, _>("refunded_at")?.map(Timestamp::from_micros),
+        status: status_from(row.try_get("status")?)?,
+        status_reason: row.try_get("status_reason")?,
+        timeline: timeline
+            .into_iter()
+            .map(|c| Ok(StatusChange { status: status_from(&c.status)?, occurred_at: Timestamp::from_micros(c.at), note: c.note }))
+            .collect::<Result<_, sqlx::Error>>()?,
+        updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
+        version: row.try_get("version")?,
+    })
+}

@@ -1,0 +1,166 @@
+//! Order's events out (through the outbox), and the events it consumes to
+//! keep its catalog copy and its status view.
+
+use std::sync::Arc;
+
+use foodmesh_platform::{
+    consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
+    convert as pconvert,
+    messaging::{self, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, subjects},
+    outbox::OutboxMessage,
+    time::Timestamp,
+};
+use foodmesh_proto::{
+    order::v1 as pb,
+    payment::v1::{PaymentEvent, payment_event},
+    store::v1::{StoreEvent, StoreOrderStatus, store_event},
+};
+use prost::Message as _;
+
+use crate::{
+    app::{CatalogUpdate, OrderApp, ViewUpdate},
+    convert,
+    domain::{
+        order::OrderEvent,
+        placing::{Menu, MenuEntry},
+    },
+};
+
+/// The `producer` written in every event's metadata.
+pub const PRODUCER: &str = "order";
+/// Keeps the catalog copy.
+pub const CATALOG_CONSUMER: &str = "order-catalog";
+/// Feeds the status view from store events.
+pub const KITCHEN_CONSUMER: &str = "order-view-store";
+/// Feeds the status view from payment events.
+pub const PAYMENT_CONSUMER: &str = "order-view-payment";
+
+/// The outbox row that publishes an order event.
+pub fn order_message(event: &OrderEvent, occurred_at: Timestamp) -> OutboxMessage {
+    let (subject, order, body) = match event {
+        OrderEvent::Placed(o) => (
+            subjects::ORDER_PLACED,
+            o,
+            pb::order_event::Event::OrderPlaced(pb::OrderPlaced {
+                order_id: o.id.to_string(),
+                customer_id: o.customer_id.clone(),
+                store_id: o.store_id.clone(),
+                lines: o.lines.iter().map(convert::line).collect(),
+                total: Some(pconvert::money(o.total)),
+                delivery_address: o.delivery_address.clone(),
+                payment_id: o.payment_id.clone(),
+            }),
+        ),
+        OrderEvent::CancellationRequested { order: o, reason } => (
+            subjects::ORDER_CANCELLATION_REQUESTED,
+            o,
+            pb::order_event::Event::OrderCancellationRequested(pb::OrderCancellationRequested {
+                order_id: o.id.to_string(),
+                customer_id: o.customer_id.clone(),
+                store_id: o.store_id.clone(),
+                reason: reason.clone(),
+            }),
+        ),
+    };
+    let metadata = messaging::event_metadata(order.id.as_str(), PRODUCER, occurred_at);
+    let event_id = metadata.event_id.clone();
+    OutboxMessage::new(subject, event_id, &pb::OrderEvent { metadata: Some(metadata), event: Some(body) })
+}
+
+/// The consumers of this service.
+pub fn consumers(batch_size: usize) -> [ConsumerSpec; 3] {
+    [
+        ConsumerSpec { stream: STORE_CATALOG, durable: CATALOG_CONSUMER, filter_subjects: Vec::new(), latest_per_subject: true, batch_size },
+        ConsumerSpec { stream: STORE_EVENTS, durable: KITCHEN_CONSUMER, filter_subjects: Vec::new(), latest_per_subject: false, batch_size },
+        ConsumerSpec {
+            stream: PAYMENT_EVENTS,
+            durable: PAYMENT_CONSUMER,
+            filter_subjects: vec![subjects::PAYMENT_REFUNDED.to_owned()],
+            latest_per_subject: false,
+            batch_size,
+        },
+    ]
+}
+
+fn occurred_at(metadata: Option<&foodmesh_proto::common::v1::EventMetadata>) -> Timestamp {
+    metadata.and_then(|m| m.occurred_at.as_ref()).map_or_else(Timestamp::now, pconvert::from_timestamp)
+}
+
+/// Keeps the order service's copy of every store's menu.
+#[derive(Debug, Clone)]
+pub struct CatalogHandler(pub Arc<OrderApp>);
+
+impl BatchHandler for CatalogHandler {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        consumer::decode_and_apply(batch, decode_catalog, |updates| async move { self.0.apply_catalogs(CATALOG_CONSUMER, &updates).await }).await
+    }
+}
+
+fn decode_catalog(delivery: &Delivery) -> Result<Option<CatalogUpdate>, String> {
+    let event = StoreEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a StoreEvent: {e}"))?;
+    let Some(store_event::Event::CatalogPublished(catalog)) = event.event else { return Ok(None) };
+    let store = catalog.store.ok_or("a catalog without its store")?;
+    let items = catalog
+        .items
+        .into_iter()
+        .map(|item| {
+            let price = item.price.as_ref().ok_or("an item without a price")?;
+            let price = pconvert::from_money(price).map_err(|e| e.to_string())?;
+            Ok(MenuEntry { menu_item_id: item.menu_item_id, name: item.name, price })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Some(CatalogUpdate { menu: Menu { store_id: store.store_id, store_name: store.name, items }, version: catalog.catalog_version }))
+}
+
+/// Feeds the status view from the store's kitchen events.
+#[derive(Debug, Clone)]
+pub struct KitchenHandler(pub Arc<OrderApp>);
+
+impl BatchHandler for KitchenHandler {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        consumer::decode_and_apply(batch, decode_kitchen, |updates| async move { self.0.apply_view_updates(KITCHEN_CONSUMER, &updates).await }).await
+    }
+}
+
+fn decode_kitchen(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
+    let event = StoreEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a StoreEvent: {e}"))?;
+    let at = occurred_at(event.metadata.as_ref());
+    let status = |raw: i32| {
+        StoreOrderStatus::try_from(raw).ok().and_then(convert::kitchen_status).ok_or_else(|| format!("unknown store order status {raw}"))
+    };
+    Ok(match event.event {
+        Some(store_event::Event::OrderStatusChanged(c)) => Some(ViewUpdate::Kitchen {
+            status: status(c.status)?,
+            order_id: c.order_id,
+            version: c.version,
+            reason: c.reason,
+            occurred_at: at,
+        }),
+        Some(store_event::Event::CancellationRejected(c)) => Some(ViewUpdate::CancellationRefused {
+            status: status(c.status)?,
+            order_id: c.order_id,
+            version: c.version,
+            occurred_at: at,
+        }),
+        Some(store_event::Event::CatalogPublished(_)) | None => None,
+    })
+}
+
+/// Feeds the status view from payment events (refunds).
+#[derive(Debug, Clone)]
+pub struct PaymentHandler(pub Arc<OrderApp>);
+
+impl BatchHandler for PaymentHandler {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        consumer::decode_and_apply(batch, decode_payment, |updates| async move { self.0.apply_view_updates(PAYMENT_CONSUMER, &updates).await }).await
+    }
+}
+
+fn decode_payment(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
+    let event = PaymentEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a PaymentEvent: {e}"))?;
+    let at = occurred_at(event.metadata.as_ref());
+    Ok(match event.event {
+        Some(payment_event::Event::PaymentRefunded(r)) => Some(ViewUpdate::Refunded { order_id: r.order_id, refunded_at: at }),
+        Some(payment_event::Event::PaymentCaptured(_)) | None => None,
+    })
+}

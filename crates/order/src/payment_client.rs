@@ -1,0 +1,79 @@
+//! The outbound adapter to the payment service: a gRPC client with a deadline
+//! that never outlives the caller's own.
+
+use std::time::{Duration, Instant};
+
+use foodmesh_platform::convert;
+use foodmesh_proto::payment::v1::{ChargeRequest as PbCharge, payment_service_client::PaymentServiceClient};
+use futures::future::BoxFuture;
+use tonic::{
+    Code,
+    transport::{Channel, Endpoint},
+};
+use tonic_types::StatusExt;
+
+use crate::app::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway};
+
+/// Payment over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcPaymentGateway {
+    client: PaymentServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl GrpcPaymentGateway {
+    /// A client of the payment service at `url`; it connects on first use and
+    /// reconnects by itself.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy();
+        Ok(Self { client: PaymentServiceClient::new(channel), timeout })
+    }
+}
+
+impl PaymentGateway for GrpcPaymentGateway {
+    fn charge<'a>(&'a self, request: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            let timeout = match request.deadline {
+                Some(deadline) => self.timeout.min(deadline.saturating_duration_since(Instant::now())),
+                None => self.timeout,
+            };
+            if timeout < Duration::from_millis(5) {
+                return Err(GatewayError::Unavailable("no time left before the caller's deadline".into()));
+            }
+            let mut call = tonic::Request::new(PbCharge {
+                request_id: request.order_id.to_string(),
+                order_id: request.order_id.to_string(),
+                amount: Some(convert::money(request.amount)),
+                payment_token: request.payment_token.to_owned(),
+            });
+            // Sent as grpc-timeout, so payment gives up when we do.
+            call.set_timeout(timeout);
+            let authorization = request.credentials.0.parse().map_err(|_| GatewayError::Refused("credentials are not ASCII".into()))?;
+            call.metadata_mut().insert("authorization", authorization);
+            let mut client = self.client.clone();
+            match tokio::time::timeout(timeout, client.charge(call)).await {
+                Err(_) => Err(GatewayError::Unavailable(format!("no answer within {timeout:?}"))),
+                Ok(Ok(reply)) => {
+                    let payment = reply.into_inner().payment.ok_or_else(|| GatewayError::Refused("empty reply".into()))?;
+                    Ok(ChargeOutcome::Captured { payment_id: payment.payment_id })
+                }
+                Ok(Err(status)) => {
+                    let reason = status.get_details_error_info().map(|i| i.reason).unwrap_or_default();
+                    match status.code() {
+                        Code::FailedPrecondition if reason == "PAYMENT_DECLINED" => {
+                            Ok(ChargeOutcome::Declined { reason: status.message().to_owned() })
+                        }
+                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Aborted => {
+                            Err(GatewayError::Unavailable(format!("{:?}: {}", status.code(), status.message())))
+                        }
+                        _ => Err(GatewayError::Refused(format!("{:?} {reason}: {}", status.code(), status.message()))),
+                    }
+                }
+            }
+        })
+    }
+}

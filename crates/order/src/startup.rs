@@ -1,0 +1,101 @@
+//! Wiring: settings, connections, the gRPC service and the workers.
+
+use std::{sync::Arc, time::Duration};
+
+use foodmesh_platform::{
+    config::{self, ConfigError},
+    consumer,
+    grpc::GrpcHost,
+    infra::{COMMON_DEFAULTS, CommonSettings, Infra},
+    lifecycle::{self, BoxError, Running, Workers},
+    messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
+};
+use foodmesh_proto::order::v1::order_service_server::OrderServiceServer;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{OrderApp, Timing},
+    db, events,
+    grpc::OrderGrpc,
+    payment_client::GrpcPaymentGateway,
+};
+
+/// The order service's built-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The order service's settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// What every service has.
+    #[serde(flatten)]
+    pub common: CommonSettings,
+    /// The payment service.
+    pub payment: PaymentSettings,
+    /// Cancellation.
+    pub cancel: CancelSettings,
+}
+
+/// How to reach payment.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentSettings {
+    /// Its gRPC URL.
+    pub url: String,
+    /// The longest a charge may take.
+    #[serde(deserialize_with = "config::millis", rename = "timeout_ms")]
+    pub timeout: Duration,
+}
+
+/// How CancelOrder waits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CancelSettings {
+    /// How long to wait for the store's answer.
+    #[serde(deserialize_with = "config::millis", rename = "wait_ms")]
+    pub wait: Duration,
+}
+
+impl Settings {
+    /// Defaults, then `--config FILE` / `FOODMESH_CONFIG`, then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        config::load(&[COMMON_DEFAULTS, DEFAULTS])
+    }
+
+    /// Defaults and the given overrides only (tests).
+    pub fn from_env_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        config::load_from(&[COMMON_DEFAULTS, DEFAULTS], None, pairs)
+    }
+}
+
+/// Starts the order service.
+pub async fn start(settings: Settings) -> Result<Running, BoxError> {
+    let common = settings.common;
+    let infra = Infra::connect(&common, "order").await?;
+    let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.timeout)?);
+    let app = Arc::new(OrderApp::new(infra.db.clone(), infra.outbox.clone(), payment, Timing { cancel_wait: settings.cancel.wait }));
+    let stop = CancellationToken::new();
+
+    let mut host = GrpcHost::bind(&common.server).await?;
+    host.add_service(
+        OrderServiceServer::new(OrderGrpc::new(app.clone(), infra.verifier.clone(), stop.clone()))
+            .max_decoding_message_size(common.server.max_request_bytes),
+    );
+
+    let drain = common.server.drain;
+    let init = move || {
+        let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
+        async move {
+            infra.db.migrate(&db::migrations()).await?;
+            ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS]).await?;
+            let mut workers = Workers::default();
+            let relay = infra.relay(&common.relay);
+            workers.spawn(|stop| relay.run(stop));
+            let [catalog, kitchen, payment] = events::consumers(common.consumer.batch_size);
+            let js = &infra.js;
+            workers.spawn(|stop| consumer::run(js.clone(), catalog, events::CatalogHandler(app.clone()), stop));
+            workers.spawn(|stop| consumer::run(js.clone(), kitchen, events::KitchenHandler(app.clone()), stop));
+            workers.spawn(|stop| consumer::run(js.clone(), payment, events::PaymentHandler(app), stop));
+            Ok::<_, BoxError>(workers)
+        }
+    };
+    Ok(lifecycle::launch("order", host, drain, stop, init))
+}

@@ -1,0 +1,264 @@
+//! The store use cases. Each owns its transaction: an order change and the
+//! event it causes commit together, then the outbox relay is woken.
+//!
+//! Concurrent writers (staff, the auto-kitchen, the event consumer, other
+//! replicas on PostgreSQL) are reconciled by the order's version: an update
+//! only applies to the version it read, and the loser reads again.
+
+use std::time::Duration;
+
+use foodmesh_platform::{
+    db::Database,
+    inbox,
+    outbox::{self, OutboxSignal},
+    paging::{self, Cursor, PageRequest},
+    time::Timestamp,
+};
+
+use crate::{
+    db,
+    domain::{
+        catalog::{Catalog, Store},
+        kitchen::{Action, CancellationDecision, CancellationRequest, KitchenEvent, PlacedOrder, Status, StoreOrder},
+    },
+    events,
+};
+
+mod error;
+pub use error::Error;
+
+/// The auto-kitchen: moves orders on by itself, for demos and load tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoKitchen {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// From received to cooking.
+    pub cook_after: Duration,
+    /// From cooking to delivering.
+    pub deliver_after: Duration,
+    /// From delivering to delivered.
+    pub complete_after: Duration,
+}
+
+impl AutoKitchen {
+    /// When an order in `status` is due to move on, if the kitchen is on.
+    fn next_step_at(&self, status: Status, now: Timestamp) -> Option<Timestamp> {
+        if !self.enabled {
+            return None;
+        }
+        match status {
+            Status::Received => Some(now.plus(self.cook_after)),
+            Status::Cooking => Some(now.plus(self.deliver_after)),
+            Status::Delivering => Some(now.plus(self.complete_after)),
+            Status::Delivered | Status::Cancelled | Status::Rejected => None,
+        }
+    }
+}
+
+/// An order event from the order context, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingOrderEvent {
+    /// The event id, for the inbox.
+    pub event_id: String,
+    /// What happened.
+    pub kind: IncomingKind,
+}
+
+/// The order events the store reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingKind {
+    /// A paid order for one of the stores.
+    Placed(PlacedOrder),
+    /// A customer wants to cancel.
+    CancellationRequested(CancellationRequest),
+}
+
+/// How many times a staff action is retried after losing a race.
+const MAX_ATTEMPTS: usize = 5;
+/// The most orders the auto-kitchen moves in one transaction.
+const KITCHEN_BATCH: i64 = 500;
+
+/// The store service's use cases.
+#[derive(Debug, Clone)]
+pub struct StoreApp {
+    db: Database,
+    outbox: OutboxSignal,
+    kitchen: AutoKitchen,
+}
+
+impl StoreApp {
+    /// The use cases over `db`.
+    pub fn new(db: Database, outbox: OutboxSignal, kitchen: AutoKitchen) -> Self {
+        Self { db, outbox, kitchen }
+    }
+
+    /// Brings the stored catalogs in line with `catalogs` (a changed store gets
+    /// a new version) and publishes every store's current catalog, so a
+    /// consumer that lost it gets it back on the next start.
+    pub async fn publish_catalogs(&self, catalogs: &[Catalog]) -> Result<(), Error> {
+        let now = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        for seed in catalogs {
+            let mut catalog = seed.clone();
+            catalog.version = match db::catalog_version(&mut *tx, &seed.store.store_id).await? {
+                Some((version, hash)) if hash == seed.content_hash() => version,
+                Some((version, _)) => version + 1,
+                None => 1,
+            };
+            db::save_catalog(&mut tx, &catalog).await?;
+            outbox::enqueue(&mut tx, &events::catalog_message(&catalog, now)).await?;
+            tracing::info!(store_id = %catalog.store.store_id, version = catalog.version, "catalog published");
+        }
+        tx.commit().await?;
+        self.outbox.notify();
+        Ok(())
+    }
+
+    /// A page of stores, by id.
+    pub async fn list_stores(&self, page: &PageRequest) -> Result<(Vec<Store>, String), Error> {
+        let after = page.after.as_ref().map(|c| c.id.as_str());
+        let rows = db::stores(self.db.reader(), after, i64::from(page.size) + 1).await?;
+        Ok(paging::finish(rows, page.size, |s| Cursor { key: 0, id: s.store_id.clone() }))
+    }
+
+    /// A store's catalog.
+    pub async fn menu(&self, store_id: &str) -> Result<Catalog, Error> {
+        let mut conn = self.db.reader().acquire().await?;
+        db::catalog(&mut conn, store_id).await?.ok_or(Error::StoreNotFound)
+    }
+
+    /// A page of a store's orders, newest first.
+    pub async fn list_orders(&self, store_id: &str, statuses: &[Status], page: &PageRequest) -> Result<(Vec<StoreOrder>, String), Error> {
+        let rows = db::orders_of_store(self.db.reader(), store_id, statuses, page.after.as_ref(), i64::from(page.size) + 1).await?;
+        Ok(paging::finish(rows, page.size, |o| Cursor { key: o.received_at.as_micros(), id: o.order_id.clone() }))
+    }
+
+    /// A staff action on one of `store_id`'s orders.
+    pub async fn act(&self, store_id: &str, order_id: &str, action: &Action) -> Result<StoreOrder, Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut tx = self.db.begin().await?;
+            let mut order = db::order(&mut *tx, order_id).await?.filter(|o| o.store_id == store_id).ok_or(Error::OrderNotFound)?;
+            let read_version = order.version;
+            let now = Timestamp::now();
+            let Some(event) = order.apply(action, now)? else {
+                return Ok(order);
+            };
+            if !db::update_order(&mut tx, &order, read_version, self.kitchen.next_step_at(order.status, now)).await? {
+                tx.rollback().await?;
+                continue;
+            }
+            outbox::enqueue(&mut tx, &events::kitchen_message(&event, now)).await?;
+            tx.commit().await?;
+            self.outbox.notify();
+            tracing::info!(order_id, status = ?order.status, version = order.version, "order moved on");
+            return Ok(order);
+        }
+        Err(Error::Conflict)
+    }
+
+    /// Applies a batch of order events in one transaction; each event once.
+    pub async fn apply_order_events(&self, incoming: &[IncomingOrderEvent]) -> Result<(), Error> {
+        let now = Timestamp::now();
+        let mut tx = self.db.begin().await?;
+        let mut published = false;
+        for event in incoming {
+            if !inbox::first_delivery(&mut tx, events::ORDER_CONSUMER, &event.event_id).await? {
+                continue;
+            }
+            let emitted = match &event.kind {
+                IncomingKind::Placed(placed) => self.receive(&mut tx, placed, now).await?,
+                IncomingKind::CancellationRequested(request) => self.decide_cancellation(&mut tx, request, now).await?,
+            };
+            if let Some(emitted) = emitted {
+                outbox::enqueue(&mut tx, &events::kitchen_message(&emitted, now)).await?;
+                published = true;
+            }
+        }
+        tx.commit().await?;
+        if published {
+            self.outbox.notify();
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, tx: &mut sqlx::AnyConnection, placed: &PlacedOrder, now: Timestamp) -> Result<Option<KitchenEvent>, Error> {
+        match db::order(&mut *tx, &placed.order_id).await? {
+            None => {
+                let (order, event) = StoreOrder::receive(placed.clone(), now);
+                db::insert_order(tx, &order, self.kitchen.next_step_at(order.status, now)).await?;
+                Ok(Some(event))
+            }
+            Some(mut existing) => {
+                // Cancelled before it arrived: keep the details, cook nothing.
+                let read_version = existing.version;
+                if existing.fill_in_details(placed) && !db::update_order(tx, &existing, read_version, None).await? {
+                    return Err(Error::Conflict);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn decide_cancellation(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        request: &CancellationRequest,
+        now: Timestamp,
+    ) -> Result<Option<KitchenEvent>, Error> {
+        let Some(mut order) = db::order(&mut *tx, &request.order_id).await? else {
+            let (order, event) = StoreOrder::cancelled_before_arrival(request.clone(), now);
+            db::insert_order(tx, &order, None).await?;
+            return Ok(Some(event));
+        };
+        let read_version = order.version;
+        match order.decide_cancellation(request, now) {
+            CancellationDecision::Cancelled(event) => {
+                if !db::update_order(tx, &order, read_version, None).await? {
+                    return Err(Error::Conflict);
+                }
+                tracing::info!(order_id = %order.order_id, "order cancelled");
+                Ok(Some(event))
+            }
+            CancellationDecision::Refused(event) => {
+                tracing::info!(order_id = %order.order_id, status = ?order.status, "cancellation refused: cooking started");
+                Ok(Some(event))
+            }
+            CancellationDecision::AlreadySettled => Ok(None),
+        }
+    }
+
+    /// Moves every order that is due one step on. Returns how many moved.
+    pub async fn run_kitchen_once(&self) -> Result<usize, Error> {
+        let now = Timestamp::now();
+        let due = db::due_orders(self.db.reader(), now, KITCHEN_BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin().await?;
+        let mut moved = 0;
+        for mut order in due {
+            let read_version = order.version;
+            let action = match order.status {
+                Status::Received => Action::StartCooking,
+                Status::Cooking => Action::StartDelivery,
+                Status::Delivering => Action::CompleteDelivery,
+                Status::Delivered | Status::Cancelled | Status::Rejected => {
+                    db::update_order(&mut tx, &order, read_version, None).await?;
+                    continue;
+                }
+            };
+            if let Ok(Some(event)) = order.apply(&action, now) {
+                // A false here means staff or another replica moved it first.
+                if db::update_order(&mut tx, &order, read_version, self.kitchen.next_step_at(order.status, now)).await? {
+                    outbox::enqueue(&mut tx, &events::kitchen_message(&event, now)).await?;
+                    moved += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        if moved > 0 {
+            self.outbox.notify();
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,284 @@
+//! Every SQL statement of the store service.
+
+use foodmesh_platform::{
+    db::{Migrations, placeholders},
+    money::{Currency, Money},
+    paging::Cursor,
+    time::Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
+
+use crate::domain::{
+    catalog::{Catalog, MenuItem, Store},
+    kitchen::{Line, Status, StoreOrder},
+};
+
+/// The store service's migrations.
+pub fn migrations() -> Migrations {
+    Migrations { sqlite: sqlx::migrate!("migrations/sqlite"), postgres: sqlx::migrate!("migrations/postgres") }
+}
+
+fn corrupt(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("store row has an invalid {what}").into())
+}
+
+// ---- catalog ----------------------------------------------------------------
+
+/// The stored version and content hash of a store's catalog.
+pub async fn catalog_version<'c>(db: impl Executor<'c, Database = Any>, store_id: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let row = sqlx::query("SELECT catalog_version, catalog_hash FROM stores WHERE store_id = $1")
+        .bind(store_id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| Ok((r.try_get("catalog_version")?, r.try_get("catalog_hash")?))).transpose()
+}
+
+/// Replaces a store and its menu with `catalog`.
+pub async fn save_catalog(conn: &mut AnyConnection, catalog: &Catalog) -> Result<(), sqlx::Error> {
+    let s = &catalog.store;
+    sqlx::query(
+        "INSERT INTO stores (store_id, name, cuisine, address, catalog_version, catalog_hash) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (store_id) DO UPDATE SET name = $2, cuisine = $3, address = $4, catalog_version = $5, catalog_hash = $6",
+    )
+    .bind(&s.store_id)
+    .bind(&s.name)
+    .bind(&s.cuisine)
+    .bind(&s.address)
+    .bind(catalog.version)
+    .bind(catalog.content_hash())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM menu_items WHERE store_id = $1").bind(&s.store_id).execute(&mut *conn).await?;
+    for (position, item) in catalog.items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO menu_items (store_id, menu_item_id, position, name, description, currency, price_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&s.store_id)
+        .bind(&item.menu_item_id)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(&item.name)
+        .bind(&item.description)
+        .bind(item.price.currency().code())
+        .bind(item.price.amount_minor())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores ordered by id, after `after` (exclusive), at most `limit`.
+pub async fn stores<'c>(db: impl Executor<'c, Database = Any>, after: Option<&str>, limit: i64) -> Result<Vec<Store>, sqlx::Error> {
+    sqlx::query("SELECT store_id, name, cuisine, address FROM stores WHERE store_id > $1 ORDER BY store_id LIMIT $2")
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(store)
+        .collect()
+}
+
+/// A store's whole catalog.
+pub async fn catalog(conn: &mut AnyConnection, store_id: &str) -> Result<Option<Catalog>, sqlx::Error> {
+    let Some(row) = sqlx::query("SELECT store_id, name, cuisine, address, catalog_version FROM stores WHERE store_id = $1")
+        .bind(store_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let items = sqlx::query(
+        "SELECT menu_item_id, name, description, currency, price_minor FROM menu_items WHERE store_id = $1 ORDER BY position",
+    )
+    .bind(store_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        let currency = Currency::parse(r.try_get("currency")?).map_err(|_| corrupt("currency"))?;
+        Ok(MenuItem {
+            menu_item_id: r.try_get("menu_item_id")?,
+            name: r.try_get("name")?,
+            description: r.try_get("description")?,
+            price: Money::new(currency, r.try_get("price_minor")?).map_err(|_| corrupt("price"))?,
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(Catalog { store: store(&row)?, items, version: row.try_get("catalog_version")? }))
+}
+
+fn store(row: &AnyRow) -> Result<Store, sqlx::Error> {
+    Ok(Store {
+        store_id: row.try_get("store_id")?,
+        name: row.try_get("name")?,
+        cuisine: row.try_get("cuisine")?,
+        address: row.try_get("address")?,
+    })
+}
+
+// ---- orders -----------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct LineJson {
+    id: String,
+    name: String,
+    qty: u32,
+}
+
+/// `SELECT` of every store order column with a condition, as a static string.
+macro_rules! select_orders_where {
+    ($condition:literal) => {
+        concat!(
+            "SELECT order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, status, version, ",
+            "reason, received_at, updated_at FROM store_orders WHERE ",
+            $condition
+        )
+    };
+}
+
+/// An order by id.
+pub async fn order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) -> Result<Option<StoreOrder>, sqlx::Error> {
+    sqlx::query(select_orders_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| store_order(&r)).transpose()
+}
+
+/// A page of a store's orders, newest first, optionally only some states.
+pub async fn orders_of_store<'c>(
+    db: impl Executor<'c, Database = Any>,
+    store_id: &str,
+    statuses: &[Status],
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<StoreOrder>, sqlx::Error> {
+    let (key, id) = after.map_or((i64::MAX, String::new()), |c| (c.key, c.id.clone()));
+    let mut sql = String::from(select_orders_where!(
+        "store_id = $1 AND (received_at < $2 OR (received_at = $2 AND order_id < $3 AND $3 <> ''))"
+    ));
+    if !statuses.is_empty() {
+        sql.push_str(&format!(" AND status IN ({})", placeholders(5, statuses.len())));
+    }
+    sql.push_str(" ORDER BY received_at DESC, order_id DESC LIMIT $4");
+    // The statement holds only numbered placeholders; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(key).bind(id).bind(limit);
+    for status in statuses {
+        query = query.bind(status_text(*status));
+    }
+    query.fetch_all(db).await?.iter().map(store_order).collect()
+}
+
+/// Stores a new order.
+pub async fn insert_order(conn: &mut AnyConnection, o: &StoreOrder, auto_next_at: Option<Timestamp>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO store_orders (order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, \
+         status, version, reason, received_at, updated_at, auto_next_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&o.order_id)
+    .bind(&o.store_id)
+    .bind(&o.customer_id)
+    .bind(lines_json(&o.lines))
+    .bind(o.total.map_or_else(String::new, |t| t.currency().code().to_owned()))
+    .bind(o.total.map_or(0, |t| t.amount_minor()))
+    .bind(&o.delivery_address)
+    .bind(status_text(o.status))
+    .bind(o.version)
+    .bind(&o.reason)
+    .bind(o.received_at.as_micros())
+    .bind(o.updated_at.as_micros())
+    .bind(auto_next_at.map(Timestamp::as_micros))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Saves a changed order if nobody changed it since `expected_version` was
+/// read. Returns false when another writer got there first.
+pub async fn update_order(
+    conn: &mut AnyConnection,
+    o: &StoreOrder,
+    expected_version: i64,
+    auto_next_at: Option<Timestamp>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE store_orders SET lines = $3, currency = $4, total_minor = $5, delivery_address = $6, status = $7, \
+         version = $8, reason = $9, updated_at = $10, auto_next_at = $11 WHERE order_id = $1 AND version = $2",
+    )
+    .bind(&o.order_id)
+    .bind(expected_version)
+    .bind(lines_json(&o.lines))
+    .bind(o.total.map_or_else(String::new, |t| t.currency().code().to_owned()))
+    .bind(o.total.map_or(0, |t| t.amount_minor()))
+    .bind(&o.delivery_address)
+    .bind(status_text(o.status))
+    .bind(o.version)
+    .bind(&o.reason)
+    .bind(o.updated_at.as_micros())
+    .bind(auto_next_at.map(Timestamp::as_micros))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Orders the auto-kitchen should move on by `now`, oldest due first.
+pub async fn due_orders<'c>(db: impl Executor<'c, Database = Any>, now: Timestamp, limit: i64) -> Result<Vec<StoreOrder>, sqlx::Error> {
+    sqlx::query(select_orders_where!("auto_next_at <= $1 ORDER BY auto_next_at LIMIT $2"))
+        .bind(now.as_micros())
+        .bind(limit)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(store_order)
+        .collect()
+}
+
+fn lines_json(lines: &[Line]) -> String {
+    let json: Vec<LineJson> =
+        lines.iter().map(|l| LineJson { id: l.menu_item_id.clone(), name: l.name.clone(), qty: l.quantity }).collect();
+    serde_json::to_string(&json).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The stored name of a status.
+pub fn status_text(status: Status) -> &'static str {
+    match status {
+        Status::Received => "RECEIVED",
+        Status::Cooking => "COOKING",
+        Status::Delivering => "DELIVERING",
+        Status::Delivered => "DELIVERED",
+        Status::Cancelled => "CANCELLED",
+        Status::Rejected => "REJECTED",
+    }
+}
+
+fn store_order(row: &AnyRow) -> Result<StoreOrder, sqlx::Error> {
+    let lines: Vec<LineJson> = serde_json::from_str(row.try_get("lines")?).map_err(|_| corrupt("lines"))?;
+    let currency: &str = row.try_get("currency")?;
+    let total = if currency.is_empty() {
+        None
+    } else {
+        let currency = Currency::parse(currency).map_err(|_| corrupt("currency"))?;
+        Some(Money::new(currency, row.try_get("total_minor")?).map_err(|_| corrupt("total"))?)
+    };
+    let status = match row.try_get::<&str, _>("status")? {
+        "RECEIVED" => Status::Received,
+        "COOKING" => Status::Cooking,
+        "DELIVERING" => Status::Delivering,
+        "DELIVERED" => Status::Delivered,
+        "CANCELLED" => Status::Cancelled,
+        "REJECTED" => Status::Rejected,
+        _ => return Err(corrupt("status")),
+    };
+    Ok(StoreOrder {
+        order_id: row.try_get("order_id")?,
+        store_id: row.try_get("store_id")?,
+        customer_id: row.try_get("customer_id")?,
+        lines: lines.into_iter().map(|l| Line { menu_item_id: l.id, name: l.name, quantity: l.qty }).collect(),
+        total,
+        delivery_address: row.try_get("delivery_address")?,
+        status,
+        version: row.try_get("version")?,
+        reason: row.try_get("reason")?,
+        received_at: Timestamp::from_micros(row.try_get("received_at")?),
+        updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
+    })
+}
