@@ -66,9 +66,10 @@ async fn staff_step(mesh: &Mesh, store_id: &str, order_id: &str, step: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notifications() {
+    use OrderStatus::*;
     let mesh = Mesh::start().await;
     let placed = mesh.place("alice", "r1", "seoul-bbq", &[("bulgogi", 2), ("bibimbap", 1)]).await;
-    assert_eq!(placed.status(), OrderStatus::Placed);
+    assert_eq!(placed.status(), Placed);
     assert_eq!(placed.total.as_ref().map(|m| m.amount_minor), Some(2 * 18_000 + 12_000), "priced from the menu");
     assert_eq!(placed.payment.as_ref().map(|p| p.state()), Some(PaymentState::Captured));
 
@@ -81,7 +82,7 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
     let first = watch.next().await.expect("current state first").expect("ok").order.expect("order");
     assert_eq!(first.order_id, placed.order_id);
 
-    mesh.wait_status("alice", &placed.order_id, OrderStatus::Accepted).await;
+    mesh.wait_status("alice", &placed.order_id, Accepted).await;
     for step in ["cook", "deliver", "complete"] {
         staff_step(&mesh, "seoul-bbq", &placed.order_id, step).await.expect("staff step");
     }
@@ -90,13 +91,12 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
     while let Some(update) = tokio::time::timeout(SAGA_TIMEOUT, watch.next()).await.expect("the stream moves on") {
         seen.push(update.expect("ok").order.expect("order").status());
     }
-    assert_eq!(seen.last(), Some(&OrderStatus::Delivered), "the stream ends at the final state: {seen:?}");
+    assert_eq!(seen.last(), Some(&Delivered), "the stream ends at the final state: {seen:?}");
     let mut ordered = seen.clone();
     ordered.dedup();
     assert_eq!(ordered, seen, "no state is sent twice in a row");
 
-    let delivered = mesh.wait_status("alice", &placed.order_id, OrderStatus::Delivered).await;
-    use OrderStatus::*;
+    let delivered = mesh.wait_status("alice", &placed.order_id, Delivered).await;
     assert_eq!(statuses(&delivered), [Placed, Accepted, Cooking, Delivering, Delivered]);
     let times: Vec<_> = delivered.timeline.iter().map(|c| c.occurred_at.clone().expect("time")).collect();
     assert!(times.windows(2).all(|w| (w[0].seconds, w[0].nanos) <= (w[1].seconds, w[1].nanos)), "timeline in time order");
@@ -106,4 +106,256 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
     let sent = wait_notifications(&mesh, "alice", &placed.order_id, &kinds).await;
     assert_eq!(sent.iter().map(|n| n.kind()).collect::<Vec<_>>(), kinds, "one message per change, in order");
     assert_eq!(payment_of(&mesh, "alice", &placed.order_id).await.status(), PaymentStatus::Captured);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_places_no_order() {
+    let mesh = Mesh::start().await;
+    let request = place_request("r-decline", "pizza-napoli", &[("margherita", 1)], "tok_decline");
+    let err = mesh.order().place_order(authed(request.clone(), &mesh.customer("alice"))).await.expect_err("declined");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "PAYMENT_DECLINED");
+    let again = mesh.order().place_order(authed(request, &mesh.customer("alice"))).await.expect_err("declined again");
+    assert_eq!(again.get_details_error_info().expect("ErrorInfo").reason, "PAYMENT_DECLINED");
+
+    let orders = mesh.order().list_orders(authed(ListOrdersRequest::default(), &mesh.customer("alice"))).await.expect("list");
+    assert!(orders.into_inner().orders.is_empty(), "no order exists");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store_orders(&mesh, "pizza-napoli").await.is_empty(), "nothing reached the store");
+    let all = ListNotificationsRequest { page_size: 100, ..Default::default() };
+    let sent = mesh.notification().list_notifications(authed(all, &mesh.customer("alice"))).await.expect("list");
+    assert!(sent.into_inner().notifications.is_empty(), "nothing to tell");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_payment_down_no_order_is_taken_and_a_retry_after_it_returns_charges_once() {
+    let mut mesh = Mesh::start().await;
+    mesh.stop_service(Service::Payment).await;
+    let request = place_request("r-outage", "green-bowl", &[("salmon-poke", 1)], "tok_visa");
+    let started = std::time::Instant::now();
+    let err = mesh.order().place_order(authed(request.clone(), &mesh.customer("alice"))).await.expect_err("payment is down");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered within the payment timeout: {:?}", started.elapsed());
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "PAYMENT_UNAVAILABLE");
+    assert!(err.get_details_retry_info().and_then(|r| r.retry_delay).is_some(), "tells the client when to retry");
+    let orders = mesh.order().list_orders(authed(ListOrdersRequest::default(), &mesh.customer("alice"))).await.expect("list");
+    assert!(orders.into_inner().orders.is_empty(), "no accepted order exists");
+
+    mesh.start_service(Service::Payment).await;
+    let placed = mesh.order().place_order(authed(request.clone(), &mesh.customer("alice"))).await.expect("placed").into_inner();
+    let placed = placed.order.expect("order");
+    let again = mesh.order().place_order(authed(request, &mesh.customer("alice"))).await.expect("same order").into_inner();
+    assert_eq!(again.order.expect("order").order_id, placed.order_id);
+    let payment = payment_of(&mesh, "alice", &placed.order_id).await;
+    assert_eq!(payment.payment_id, placed.payment.expect("payment").payment_id, "one payment for the order");
+    mesh.wait_status("alice", &placed.order_id, OrderStatus::Accepted).await;
+    assert_eq!(store_orders(&mesh, "green-bowl").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_is_one_order_and_reusing_it_for_another_order_is_refused() {
+    let mesh = Mesh::start().await;
+    let first = mesh.place("alice", "same", "seoul-bbq", &[("galbi", 1)]).await;
+    let second = mesh.place("alice", "same", "seoul-bbq", &[("galbi", 1)]).await;
+    assert_eq!(first.order_id, second.order_id);
+    let bob = mesh.place("bob", "same", "seoul-bbq", &[("galbi", 1)]).await;
+    assert_ne!(bob.order_id, first.order_id, "request ids are per customer");
+
+    let other = place_request("same", "seoul-bbq", &[("galbi", 2)], "tok_visa");
+    let err = mesh.order().place_order(authed(other, &mesh.customer("alice"))).await.expect_err("reused");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "REQUEST_ID_REUSED");
+
+    eventually(SAGA_TIMEOUT, "both orders in the store", || async { (store_orders(&mesh, "seoul-bbq").await.len() == 2).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store_orders(&mesh, "seoul-bbq").await.len(), 2, "each order reached the store once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_before_cooking_refunds_once_and_takes_the_order_off_the_kitchen_queue() {
+    use OrderStatus::*;
+    let mesh = Mesh::start().await;
+    let order = mesh.place("alice", "r-cancel", "seoul-bbq", &[("bulgogi", 1)]).await;
+    mesh.wait_status("alice", &order.order_id, Accepted).await;
+    let cancel = || CancelOrderRequest { order_id: order.order_id.clone(), request_id: "c1".into(), reason: "plans changed".into() };
+    let cancelled = mesh.order().cancel_order(authed(cancel(), &mesh.customer("alice"))).await.expect("cancelled").into_inner();
+    assert_eq!(cancelled.order.expect("order").status(), Cancelled, "the store answered within the wait");
+
+    let refunded = mesh.wait_order("alice", &order.order_id, "the refund", |o| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)).await;
+    assert_eq!(statuses(&refunded), [Placed, Accepted, CancellationRequested, Cancelled]);
+    let again = mesh.order().cancel_order(authed(cancel(), &mesh.customer("alice"))).await.expect("idempotent").into_inner();
+    assert_eq!(again.order.expect("order").status(), Cancelled);
+
+    let kitchen = store_orders(&mesh, "seoul-bbq").await;
+    assert_eq!(kitchen.iter().map(|o| o.status()).collect::<Vec<_>>(), [StoreOrderStatus::Cancelled]);
+    let err = staff_step(&mesh, "seoul-bbq", &order.order_id, "cook").await.expect_err("never cooked");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let payment = payment_of(&mesh, "alice", &order.order_id).await;
+    assert_eq!(payment.status(), PaymentStatus::Refunded);
+
+    use NotificationKind as K;
+    let kinds = [K::OrderPlaced, K::OrderAccepted, K::CancellationRequested, K::OrderCancelled, K::RefundIssued];
+    let sent = wait_notifications(&mesh, "alice", &order.order_id, &kinds).await;
+    assert_eq!(sent.len(), kinds.len(), "one message per change: {:?}", sent.iter().map(|n| n.kind()).collect::<Vec<_>>());
+    let refunds = sent.iter().filter(|n| n.kind() == K::RefundIssued).count();
+    assert_eq!(refunds, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_after_cooking_started_is_refused_and_changes_nothing() {
+    let mesh = Mesh::start().await;
+    let order = mesh.place("alice", "r-late", "seoul-bbq", &[("bulgogi", 1)]).await;
+    mesh.wait_status("alice", &order.order_id, OrderStatus::Accepted).await;
+    staff_step(&mesh, "seoul-bbq", &order.order_id, "cook").await.expect("cooking");
+    let cooking = mesh.wait_status("alice", &order.order_id, OrderStatus::Cooking).await;
+
+    let cancel = CancelOrderRequest { order_id: order.order_id.clone(), request_id: "c1".into(), reason: String::new() };
+    let err = mesh.order().cancel_order(authed(cancel, &mesh.customer("alice"))).await.expect_err("too late");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let info = err.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "ORDER_NOT_CANCELLABLE");
+    assert_eq!(info.metadata.get("status").map(String::as_str), Some("COOKING"));
+
+    let after = mesh.order().get_order(authed(GetOrderRequest { order_id: order.order_id.clone() }, &mesh.customer("alice"))).await;
+    assert_eq!(after.expect("get").into_inner().order.expect("order"), cooking, "nothing changed");
+    assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
+    assert_eq!(store_orders(&mesh, "seoul-bbq").await[0].status(), StoreOrderStatus::Cooking);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_start_of_cooking_has_exactly_one_winner_and_at_most_one_refund() {
+    let mesh = Mesh::start().await;
+    let mut outcomes = (0, 0);
+    for i in 0..8 {
+        let order = mesh.place("alice", &format!("race-{i}"), "pizza-napoli", &[("diavola", 1)]).await;
+        mesh.wait_status("alice", &order.order_id, OrderStatus::Accepted).await;
+        let cancel = CancelOrderRequest { order_id: order.order_id.clone(), request_id: format!("c{i}"), reason: String::new() };
+        let mut orders = mesh.order();
+        let token = mesh.customer("alice");
+        let (cancelled, cooked) =
+            tokio::join!(orders.cancel_order(authed(cancel, &token)), staff_step(&mesh, "pizza-napoli", &order.order_id, "cook"));
+        let kitchen = store_orders(&mesh, "pizza-napoli").await.into_iter().find(|o| o.order_id == order.order_id).expect("in the store");
+        match (cancelled, cooked) {
+            (Ok(_), Err(cook_err)) => {
+                outcomes.0 += 1;
+                assert_eq!(cook_err.code(), Code::FailedPrecondition);
+                assert_eq!(kitchen.status(), StoreOrderStatus::Cancelled);
+                let done = mesh.wait_order("alice", &order.order_id, "the refund", |o| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)).await;
+                assert_eq!(done.status(), OrderStatus::Cancelled);
+            }
+            (Err(cancel_err), Ok(_)) => {
+                outcomes.1 += 1;
+                assert_eq!(cancel_err.get_details_error_info().expect("ErrorInfo").reason, "ORDER_NOT_CANCELLABLE");
+                assert_eq!(kitchen.status(), StoreOrderStatus::Cooking);
+                mesh.wait_status("alice", &order.order_id, OrderStatus::Cooking).await;
+                assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
+            }
+            (cancelled, cooked) => panic!("not exactly one winner: cancel {cancelled:?}, cook {cooked:?}"),
+        }
+    }
+    assert_eq!(outcomes.0 + outcomes.1, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_taken_while_the_store_is_down_and_each_reaches_it_once_when_it_is_back() {
+    let mut mesh = Mesh::start().await;
+    mesh.stop_service(Service::Store).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(mesh.place("alice", &format!("outage-{i}"), "green-bowl", &[("falafel-bowl", 1)]).await.order_id);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in &ids {
+        let order = mesh.order().get_order(authed(GetOrderRequest { order_id: id.clone() }, &mesh.customer("alice"))).await;
+        assert_eq!(order.expect("get").into_inner().order.expect("order").status(), OrderStatus::Placed, "waiting for the store");
+    }
+
+    mesh.start_service(Service::Store).await;
+    for id in &ids {
+        mesh.wait_status("alice", id, OrderStatus::Accepted).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kitchen = store_orders(&mesh, "green-bowl").await;
+    let mut received: Vec<_> = kitchen.iter().map(|o| o.order_id.clone()).collect();
+    received.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(received, expected, "every order once, none twice");
+    assert!(kitchen.iter().all(|o| o.version == 1 && o.status() == StoreOrderStatus::Received));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_order_is_refunded_and_the_customer_hears_why() {
+    let mesh = Mesh::start().await;
+    let order = mesh.place("alice", "r-reject", "seoul-bbq", &[("galbi", 2)]).await;
+    mesh.wait_status("alice", &order.order_id, OrderStatus::Accepted).await;
+    let reject = RejectOrderRequest { order_id: order.order_id.clone(), request_id: "rej".into(), reason: "out of short ribs".into() };
+    mesh.store().reject_order(authed(reject, &mesh.staff("seoul-bbq"))).await.expect("rejected");
+    let done = mesh.wait_order("alice", &order.order_id, "the refund", |o| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)).await;
+    assert_eq!(done.status(), OrderStatus::Rejected);
+    assert_eq!(done.status_reason, "out of short ribs");
+    use NotificationKind as K;
+    let sent = wait_notifications(&mesh, "alice", &order.order_id, &[K::OrderRejected, K::RefundIssued]).await;
+    let rejected = sent.iter().find(|n| n.kind() == K::OrderRejected).expect("rejection message");
+    assert!(rejected.body.contains("out of short ribs"), "{}", rejected.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auto_kitchen_delivers_an_order_by_itself() {
+    let mesh = Mesh::start_with(MeshOptions { auto_kitchen: Some(Duration::from_millis(50)), ..MeshOptions::default() }).await;
+    let order = mesh.place("alice", "r-auto", "green-bowl", &[("green-smoothie", 3)]).await;
+    let mut watch = mesh
+        .order()
+        .watch_order(authed(WatchOrderRequest { order_id: order.order_id.clone() }, &mesh.customer("alice")))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = tokio::time::timeout(SAGA_TIMEOUT, watch.next()).await.expect("progress") {
+        last = update.expect("ok").order;
+    }
+    let last = last.expect("at least one update");
+    use OrderStatus::*;
+    assert_eq!(statuses(&last), [Placed, Accepted, Cooking, Delivering, Delivered]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_messages_are_retried_until_accepted_and_each_is_stored_once() {
+    let webhook = Webhook::start(3).await;
+    let mesh = Mesh::start_with(MeshOptions { webhook_url: Some(webhook.url()), ..MeshOptions::default() }).await;
+    let order = mesh.place("alice", "r-hook", "seoul-bbq", &[("bibimbap", 1)]).await;
+    use NotificationKind as K;
+    let sent = wait_notifications(&mesh, "alice", &order.order_id, &[K::OrderPlaced, K::OrderAccepted]).await;
+    assert!(sent.iter().all(|n| n.channel == "webhook"));
+    assert!(sent.iter().any(|n| n.attempts > 1), "the refused sends were retried: {sent:?}");
+
+    let calls = webhook.calls();
+    assert_eq!(calls.iter().filter(|c| !c.accepted).count(), 3, "three refusals");
+    for n in &sent {
+        let accepted = calls.iter().filter(|c| c.accepted && c.idempotency_key == n.notification_id).count();
+        assert_eq!(accepted, 1, "{} delivered once", n.notification_id);
+        let call = calls.iter().find(|c| c.idempotency_key == n.notification_id).expect("called");
+        assert!(call.body.contains(&order.order_id) && call.body.contains("\"customer_id\":\"alice\""), "{}", call.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_notifications_streams_each_new_message_as_it_happens() {
+    let mesh = Mesh::start().await;
+    let request = WatchNotificationsRequest { order_id: String::new(), include_existing: false };
+    let mut stream = mesh.notification().watch_notifications(authed(request, &mesh.customer("carol"))).await.expect("watch").into_inner();
+    let order = mesh.place("carol", "r-watch", "pizza-napoli", &[("calzone", 1)]).await;
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let next = tokio::time::timeout(SAGA_TIMEOUT, stream.next()).await.expect("a message").expect("open").expect("ok");
+        let n = next.notification.expect("notification");
+        assert_eq!((n.customer_id.as_str(), n.order_id.as_str()), ("carol", order.order_id.as_str()));
+        kinds.push(n.kind());
+    }
+    assert_eq!(kinds, [NotificationKind::OrderPlaced, NotificationKind::OrderAccepted]);
+
+    let replay = WatchNotificationsRequest { order_id: order.order_id.clone(), include_existing: true };
+    let mut again = mesh.notification().watch_notifications(authed(replay, &mesh.customer("carol"))).await.expect("watch").into_inner();
+    let first = tokio::time::timeout(SAGA_TIMEOUT, again.next()).await.expect("replayed").expect("open").expect("ok");
+    assert_eq!(first.notification.expect("n").kind(), NotificationKind::OrderPlaced, "existing messages come first, oldest first");
 }

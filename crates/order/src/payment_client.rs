@@ -62,10 +62,13 @@ impl PaymentGateway for GrpcPaymentGateway {
                     Ok(ChargeOutcome::Captured { payment_id: payment.payment_id })
                 }
                 Ok(Err(status)) => {
-                    let reason = status.get_details_error_info().map(|i| i.reason).unwrap_or_default();
+                    let info = status.get_details_error_info();
+                    let reason = info.as_ref().map_or("", |i| i.reason.as_str());
                     match status.code() {
                         Code::FailedPrecondition if reason == "PAYMENT_DECLINED" => {
-                            Ok(ChargeOutcome::Declined { reason: status.message().to_owned() })
+                            let why = info.as_ref().and_then(|i| i.metadata.get("decline_reason")).cloned();
+                            let why = why.unwrap_or_else(|| status.message().to_owned());
+                            Ok(ChargeOutcome::Declined { reason: why })
                         }
                         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Aborted => {
                             Err(GatewayError::Unavailable(format!("{:?}: {}", status.code(), status.message())))

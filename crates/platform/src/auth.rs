@@ -13,7 +13,12 @@
 //! [`TokenIssuer`] signs tokens for the `foodmesh token` command and for tests;
 //! no service holds the private key.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -158,13 +163,19 @@ struct Claims {
     store_id: Option<String>,
 }
 
-/// Checks bearer tokens. Cheap to clone.
+/// Checks bearer tokens. Cheap to clone; clones share a cache of tokens
+/// already verified (a signature check costs tens of microseconds, and a client
+/// sends the same token with every call until it expires).
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     key_id: String,
     validation: Validation,
+    verified: Arc<Mutex<HashMap<String, (Principal, u64)>>>,
 }
+
+/// The most tokens remembered; the cache is emptied when it is full.
+const VERIFIED_CACHE: usize = 10_000;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,7 +199,7 @@ impl Verifier {
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        Ok(Self { key, key_id: settings.key_id.clone(), validation })
+        Ok(Self { key, key_id: settings.key_id.clone(), validation, verified: Arc::default() })
     }
 
     /// Identifies the caller of a gRPC request from its metadata.
@@ -199,8 +210,24 @@ impl Verifier {
         self.verify_token(token)
     }
 
-    /// Checks one token.
+    /// Checks one token; a token verified before is trusted until it expires.
     pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((principal, exp)) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
+            if *exp > now {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = self.verify_uncached(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.kid.as_deref() != Some(self.key_id.as_str()) {
             return Err(AuthError::Invalid("unknown key id".into()));
@@ -214,15 +241,16 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty subject".into()));
         }
-        match (claims.role.as_str(), claims.store_id) {
-            ("customer", _) => Ok(Principal::Customer { customer_id: claims.sub }),
-            ("store_staff", Some(store_id)) if !store_id.is_empty() => {
-                Ok(Principal::StoreStaff { staff_id: claims.sub, store_id })
-            }
-            ("store_staff", _) => Err(AuthError::Invalid("store_staff token without store_id".into())),
-            ("operator", _) => Ok(Principal::Operator { operator_id: claims.sub }),
-            (other, _) => Err(AuthError::Invalid(format!("unknown role {other:?}"))),
-        }
+        // Trusted until expiry minus the leeway the validation allowed.
+        let exp = claims.exp;
+        let principal = match (claims.role.as_str(), claims.store_id) {
+            ("customer", _) => Principal::Customer { customer_id: claims.sub },
+            ("store_staff", Some(store_id)) if !store_id.is_empty() => Principal::StoreStaff { staff_id: claims.sub, store_id },
+            ("store_staff", _) => return Err(AuthError::Invalid("store_staff token without store_id".into())),
+            ("operator", _) => Principal::Operator { operator_id: claims.sub },
+            (other, _) => return Err(AuthError::Invalid(format!("unknown role {other:?}"))),
+        };
+        Ok((principal, exp))
     }
 }
 
@@ -383,6 +411,22 @@ mod tests {
         parts[1] = forged;
         assert!(matches!(verifier.verify_token(&parts.join(".")), Err(AuthError::Invalid(_))));
         assert!(matches!(verifier.verify_token("not-a-jwt"), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_cache_is_trusted_only_until_the_token_expires() {
+        let (issuer, verifier) = pair();
+        let alice = Principal::Customer { customer_id: "alice".into() };
+        let token = issuer.issue(&alice, HOUR).expect("sign");
+        let now = jsonwebtoken::get_current_timestamp();
+        // A planted entry shows whether the cache was consulted.
+        let plant = |exp: u64| {
+            verifier.verified.lock().expect("lock").insert(token.clone(), (Principal::Operator { operator_id: "planted".into() }, exp));
+        };
+        plant(now + 60);
+        assert!(matches!(verifier.verify_token(&token), Ok(Principal::Operator { .. })), "a live entry is used");
+        plant(now - 1);
+        assert_eq!(verifier.verify_token(&token), Ok(alice), "an expired entry is verified again");
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub struct ConsumerSpec {
     pub batch_size: usize,
 }
 
+/// How long a consumer waits for more messages after the first one of a
+/// batch. Under load this turns a stream of single events into batches (one
+/// transaction each) for the price of a few milliseconds of latency.
+pub const LINGER: Duration = Duration::from_millis(3);
+
 /// How long the server waits for an ack before delivering again.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How many times a message is delivered before the server gives up on it.
@@ -174,27 +179,37 @@ async fn consume<H: BatchHandler>(
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
-    let mut chunks = messages.ready_chunks(spec.batch_size);
+    let mut messages = messages;
     tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
     loop {
-        let chunk = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
-            chunk = chunks.next() => chunk,
+            first = messages.next() => first,
         };
-        let Some(chunk) = chunk else {
+        let Some(first) = first else {
             return Err("message stream ended".into());
         };
-        let mut messages = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match item {
-                Ok(message) => messages.push(message),
-                Err(err) => tracing::debug!(consumer = spec.durable, error = %err, "pull stream notice"),
+        let mut batch = Vec::with_capacity(spec.batch_size);
+        keep(&mut batch, first, spec.durable);
+        let linger_until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < spec.batch_size {
+            match tokio::time::timeout_at(linger_until, messages.next()).await {
+                Ok(Some(item)) => keep(&mut batch, item, spec.durable),
+                Ok(None) | Err(_) => break,
             }
         }
-        if !messages.is_empty() {
-            handle_batch(spec, handler, messages).await;
+        if !batch.is_empty() {
+            handle_batch(spec, handler, batch).await;
         }
+    }
+}
+
+fn keep<E: std::fmt::Display>(batch: &mut Vec<jetstream::Message>, item: Result<jetstream::Message, E>, consumer: &str) {
+    match item {
+        Ok(message) => batch.push(message),
+        // Heartbeat and flow-control notices of the pull stream; not messages.
+        Err(err) => tracing::debug!(consumer, error = %err, "pull stream notice"),
     }
 }
 

@@ -120,6 +120,17 @@ pub fn internal(domain: &str, err: &(dyn std::error::Error + 'static)) -> Status
     status(Code::Internal, format!("internal error (reference {reference})"), domain, "INTERNAL", ErrorDetails::new())
 }
 
+/// A request carrying `authorization` metadata (`Bearer <token>`), for clients.
+///
+/// # Panics
+/// If `authorization` is not printable ASCII, which a bearer token always is.
+#[allow(clippy::expect_used, reason = "tokens are ASCII by construction; a panic here is a caller bug")]
+pub fn authed<T>(message: T, authorization: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", authorization.parse().expect("an ASCII authorization value"));
+    request
+}
+
 /// When the caller stops waiting, from its `grpc-timeout` header (gRPC
 /// propagates a client's deadline this way), so work done on its behalf, such
 /// as a call to another service, never outlives it.

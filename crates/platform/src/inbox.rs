@@ -1,6 +1,8 @@
 //! The consumer side of exactly-once effects: an event's id is recorded in the
 //! same transaction as its effect, and a second delivery finds it there.
 
+use std::collections::HashSet;
+
 use sqlx::AnyConnection;
 
 use crate::time::Timestamp;
@@ -11,13 +13,25 @@ use crate::time::Timestamp;
 /// On PostgreSQL, a second replica inserting the same id waits for the first
 /// one's transaction and then finds the row, so concurrent deliveries apply once.
 pub async fn first_delivery(conn: &mut AnyConnection, consumer: &str, event_id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .bind(Timestamp::now().as_micros())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(!first_deliveries(conn, consumer, &[event_id]).await?.is_empty())
+}
+
+/// Records a batch of event ids in one statement; returns the ids that were
+/// new (the others were applied before and must be skipped).
+pub async fn first_deliveries<S: AsRef<str>>(conn: &mut AnyConnection, consumer: &str, event_ids: &[S]) -> Result<HashSet<String>, sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // ($1, $3, $2), ($1, $4, $2), ...: consumer and time bound once.
+    let rows: Vec<String> = (0..event_ids.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
+    let sql = format!(
+        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
+        rows.join(", ")
+    );
+    // The statement holds only numbered placeholders; every value is bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(Timestamp::now().as_micros());
+    for id in event_ids {
+        query = query.bind(id.as_ref());
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }

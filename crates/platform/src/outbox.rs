@@ -54,13 +54,23 @@ pub struct OutboxMessage {
 
 /// Adds an event to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut AnyConnection, message: &OutboxMessage) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (event_id, subject, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&message.event_id)
-        .bind(&message.subject)
-        .bind(&message.payload)
-        .bind(Timestamp::now().as_micros())
-        .execute(conn)
-        .await?;
+    enqueue_all(conn, std::slice::from_ref(message)).await
+}
+
+/// Adds events to the outbox, in this order, with one statement.
+pub async fn enqueue_all(conn: &mut AnyConnection, messages: &[OutboxMessage]) -> Result<(), sqlx::Error> {
+    // A few hundred rows per statement stay far below every engine's limit on
+    // bound parameters.
+    for chunk in messages.chunks(200) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4)).collect();
+        let sql = format!("INSERT INTO outbox (event_id, subject, payload, created_at) VALUES {}", rows.join(", "));
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+        for m in chunk {
+            query = query.bind(&m.event_id).bind(&m.subject).bind(&m.payload);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -278,12 +278,7 @@ pub fn service_env(database_url: &str, nats_url: &str, keys: &TestKeys) -> Vec<(
     .collect()
 }
 
-/// A request carrying `authorization` metadata.
-pub fn authed<T>(message: T, authorization: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", authorization.parse().expect("ASCII token"));
-    request
-}
+pub use crate::grpc::authed;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
 /// with `what` in the message.

@@ -69,16 +69,12 @@ impl NotificationApp {
     /// one transaction, and wakes the dispatcher.
     pub async fn record(&self, consumer: &str, changes: &[(String, OrderChange)]) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
-        let mut customers = Vec::new();
-        for (event_id, change) in changes {
-            if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
-                continue;
-            }
-            let notification = Notification::compose(change, self.channel.name());
-            if db::insert(&mut tx, &notification).await? {
-                customers.push(notification.customer_id);
-            }
-        }
+        let event_ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
+        let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
+        // `remove`: a message delivered twice within one batch counts once.
+        let notifications: Vec<Notification> =
+            changes.iter().filter(|(id, _)| fresh.remove(id)).map(|(_, change)| Notification::compose(change, self.channel.name())).collect();
+        let customers = db::insert_all(&mut tx, &notifications).await?;
         tx.commit().await?;
         if !customers.is_empty() {
             self.due.notify_one();
@@ -106,10 +102,12 @@ impl NotificationApp {
             .await;
         let now = Timestamp::now();
         let mut tx = self.db.begin().await?;
+        let sent: Vec<i64> = results.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n.seq).collect();
+        db::mark_sent(&mut tx, &sent, now).await?;
         for (n, result) in &results {
             let attempts = n.attempts + 1;
             match result {
-                Ok(()) => db::mark_sent(&mut tx, n.seq, attempts, now).await?,
+                Ok(()) => {}
                 Err(error) => {
                     let retry_at = self.policy.next_attempt(attempts, now);
                     match retry_at {

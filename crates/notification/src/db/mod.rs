@@ -1,6 +1,9 @@
 //! Every SQL statement of the notification service.
 
-use foodmesh_platform::{db::Migrations, time::Timestamp};
+use foodmesh_platform::{
+    db::{Migrations, placeholders},
+    time::Timestamp,
+};
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{DeliveryStatus, Kind, Notification};
@@ -21,27 +24,40 @@ macro_rules! select_where {
     };
 }
 
-/// Stores a new notification, due now. Returns false if this order already
-/// has one of this kind: a change is announced once.
-pub async fn insert(conn: &mut AnyConnection, n: &Notification) -> Result<bool, sqlx::Error> {
-    let now = Timestamp::now().as_micros();
-    let done = sqlx::query(
-        "INSERT INTO notifications (notification_id, customer_id, order_id, kind, title, body, channel, status, attempts, \
-         occurred_at, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', 0, $8, $9, $9) \
-         ON CONFLICT (order_id, kind) DO NOTHING",
-    )
-    .bind(&n.notification_id)
-    .bind(&n.customer_id)
-    .bind(&n.order_id)
-    .bind(kind_name(n.kind))
-    .bind(&n.title)
-    .bind(&n.body)
-    .bind(&n.channel)
-    .bind(n.occurred_at.as_micros())
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// Stores new notifications, due now, in one statement. A notification for
+/// an order and kind that already has one is dropped: a change is announced
+/// once. Returns the customers of the notifications stored.
+pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]) -> Result<Vec<String>, sqlx::Error> {
+    let mut stored = Vec::new();
+    for chunk in notifications.chunks(100) {
+        const COLUMNS: usize = 8;
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 2 + i * COLUMNS + c)).collect();
+                format!("({}, 'PENDING', 0, $1, $1)", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO notifications (notification_id, customer_id, order_id, kind, title, body, channel, occurred_at, \
+             status, attempts, created_at, next_attempt_at) VALUES {} ON CONFLICT (order_id, kind) DO NOTHING RETURNING customer_id",
+            rows.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+        for n in chunk {
+            query = query
+                .bind(&n.notification_id)
+                .bind(&n.customer_id)
+                .bind(&n.order_id)
+                .bind(kind_name(n.kind))
+                .bind(&n.title)
+                .bind(&n.body)
+                .bind(&n.channel)
+                .bind(n.occurred_at.as_micros());
+        }
+        stored.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(stored)
 }
 
 /// Pending notifications whose send is due, oldest first.
@@ -56,17 +72,22 @@ pub async fn due<'c>(db: impl Executor<'c, Database = Any>, now: Timestamp, limi
         .collect()
 }
 
-/// Records a successful send.
-pub async fn mark_sent(conn: &mut AnyConnection, seq: i64, attempts: u32, at: Timestamp) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE notifications SET status = 'SENT', attempts = $2, sent_at = $3, next_attempt_at = NULL, last_error = '' \
-         WHERE seq = $1 AND status = 'PENDING'",
-    )
-    .bind(seq)
-    .bind(i64::from(attempts))
-    .bind(at.as_micros())
-    .execute(conn)
-    .await?;
+/// Records successful sends (each was attempted once more).
+pub async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64], at: Timestamp) -> Result<(), sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = $1, next_attempt_at = NULL, last_error = '' \
+         WHERE status = 'PENDING' AND seq IN ({})",
+        placeholders(2, seqs.len())
+    );
+    // The statement holds only numbered placeholders; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.as_micros());
+    for seq in seqs {
+        query = query.bind(*seq);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! local watchers are told which order changed.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -127,6 +128,17 @@ pub enum ViewUpdate {
     },
 }
 
+impl ViewUpdate {
+    /// The order it concerns.
+    pub fn order_id(&self) -> &str {
+        match self {
+            ViewUpdate::Kitchen { order_id, .. } | ViewUpdate::CancellationRefused { order_id, .. } | ViewUpdate::Refunded { order_id, .. } => {
+                order_id
+            }
+        }
+    }
+}
+
 /// A catalog event, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogUpdate {
@@ -145,6 +157,8 @@ pub struct Timing {
 
 /// How many times a write is retried after losing a race.
 const MAX_ATTEMPTS: usize = 5;
+/// How long a menu read from the catalog copy is reused.
+const MENU_CACHE: Duration = Duration::from_secs(1);
 /// How often a watcher re-reads an order even without a local change signal
 /// (another replica may have applied the change).
 const WATCH_POLL: Duration = Duration::from_millis(500);
@@ -156,6 +170,7 @@ pub struct OrderApp {
     payment: Arc<dyn PaymentGateway>,
     changes: broadcast::Sender<String>,
     timing: Timing,
+    menus: Mutex<HashMap<String, (Instant, Option<Menu>)>>,
 }
 
 impl std::fmt::Debug for OrderApp {
@@ -167,7 +182,7 @@ impl std::fmt::Debug for OrderApp {
 impl OrderApp {
     /// The use cases over `db`, paying through `payment`.
     pub fn new(db: Database, outbox: OutboxSignal, payment: Arc<dyn PaymentGateway>, timing: Timing) -> Self {
-        Self { db, outbox, payment, changes: broadcast::channel(4096).0, timing }
+        Self { db, outbox, payment, changes: broadcast::channel(4096).0, timing, menus: Mutex::default() }
     }
 
     /// Places and pays an order. The order exists only if payment captured the
@@ -183,10 +198,7 @@ impl OrderApp {
                 existing
             }
             None => {
-                let menu = {
-                    let mut conn = self.db.reader().acquire().await?;
-                    db::menu(&mut conn, &request.store_id).await?
-                };
+                let menu = self.menu(&request.store_id).await?;
                 let priced = placing::price(&request, menu.as_ref())?;
                 let attempt = Attempt {
                     order_id: order_id.clone(),
@@ -252,6 +264,23 @@ impl OrderApp {
         self.changed(order.id.as_str());
         tracing::info!(order_id = %order.id, total = %order.total, payment_id, "order placed");
         Ok(order)
+    }
+
+    /// A store's menu from the catalog copy, cached for a second: every order
+    /// needs it, and it changes rarely. Catalog events applied here clear the
+    /// cache; those applied by another replica show within the second.
+    async fn menu(&self, store_id: &str) -> Result<Option<Menu>, Error> {
+        if let Some((read_at, menu)) = self.menus.lock().unwrap_or_else(|e| e.into_inner()).get(store_id) {
+            if read_at.elapsed() < MENU_CACHE {
+                return Ok(menu.clone());
+            }
+        }
+        let menu = {
+            let mut conn = self.db.reader().acquire().await?;
+            db::menu(&mut conn, store_id).await?
+        };
+        self.menus.lock().unwrap_or_else(|e| e.into_inner()).insert(store_id.to_owned(), (Instant::now(), menu.clone()));
+        Ok(menu)
     }
 
     async fn stored_order(&self, order_id: &OrderId) -> Result<Order, Error> {
@@ -358,24 +387,28 @@ impl OrderApp {
         }
     }
 
-    /// Applies a batch of view updates from one consumer, in one transaction.
+    /// Applies a batch of view updates from one consumer, in one transaction:
+    /// one inbox statement, one read of every order concerned, one write per
+    /// order that changed (however many of its events the batch holds).
     pub async fn apply_view_updates(&self, consumer: &str, updates: &[(String, ViewUpdate)]) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
+        let event_ids: Vec<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
+        let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
+        let mut order_ids: Vec<&str> = updates.iter().filter(|(id, _)| fresh.contains(id)).map(|(_, u)| u.order_id()).collect();
+        order_ids.sort_unstable();
+        order_ids.dedup();
+        let mut orders: HashMap<String, (Order, i64)> =
+            db::orders_by_ids(&mut tx, &order_ids).await?.into_iter().map(|o| (o.id.to_string(), (o.clone(), o.version))).collect();
         let mut changed = Vec::new();
         for (event_id, update) in updates {
-            if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
+            // `remove`: a message delivered twice within one batch applies once.
+            if !fresh.remove(event_id) {
                 continue;
             }
-            let order_id = match update {
-                ViewUpdate::Kitchen { order_id, .. } | ViewUpdate::CancellationRefused { order_id, .. } | ViewUpdate::Refunded { order_id, .. } => {
-                    order_id
-                }
-            };
-            let Some(mut order) = db::order(&mut *tx, order_id).await? else {
-                tracing::warn!(order_id, "an event about an order this service does not have; ignored");
+            let Some((order, _)) = orders.get_mut(update.order_id()) else {
+                tracing::warn!(order_id = update.order_id(), "an event about an order this service does not have; ignored");
                 continue;
             };
-            let read_version = order.version;
             let applied = match update {
                 ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => order.apply_kitchen(*status, *version, reason, *occurred_at),
                 ViewUpdate::CancellationRefused { status, version, occurred_at, .. } => {
@@ -383,22 +416,26 @@ impl OrderApp {
                 }
                 ViewUpdate::Refunded { refunded_at, .. } => order.apply_refund(*refunded_at),
             };
-            if applied {
-                if !db::update_order(&mut tx, &order, read_version).await? {
-                    return Err(Error::Conflict);
-                }
-                changed.push(order_id.clone());
+            if applied && !changed.contains(&update.order_id()) {
+                changed.push(update.order_id());
+            }
+        }
+        for order_id in &changed {
+            let (order, read_version) = &orders[*order_id];
+            if !db::update_order(&mut tx, order, *read_version).await? {
+                return Err(Error::Conflict);
             }
         }
         tx.commit().await?;
         for order_id in changed {
-            self.changed(&order_id);
+            self.changed(order_id);
         }
         Ok(())
     }
 
     /// Applies catalog events: a newer version replaces a store's menu.
     pub async fn apply_catalogs(&self, consumer: &str, updates: &[(String, CatalogUpdate)]) -> Result<(), Error> {
+        self.menus.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut tx = self.db.begin().await?;
         for (event_id, update) in updates {
             if !inbox::first_delivery(&mut tx, consumer, event_id).await? {

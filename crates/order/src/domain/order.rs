@@ -194,16 +194,25 @@ impl Order {
 
     /// The store reports a kitchen state. Returns whether the view changed.
     pub fn apply_kitchen(&mut self, status: KitchenStatus, version: i64, reason: &str, occurred_at: Timestamp) -> bool {
+        let note = match (status, reason.is_empty()) {
+            (KitchenStatus::Received, _) => "the restaurant received it",
+            (KitchenStatus::Cooking, _) => "the kitchen started cooking",
+            (KitchenStatus::Delivering, _) => "out for delivery",
+            (KitchenStatus::Delivered, _) => "delivered",
+            (KitchenStatus::Cancelled | KitchenStatus::Rejected, false) => reason,
+            (KitchenStatus::Cancelled, true) => "cancelled",
+            (KitchenStatus::Rejected, true) => "rejected by the restaurant",
+        };
         let newest = self.kitchen.is_none_or(|(_, applied)| version > applied);
         if !newest {
             // Older than what is applied: it only completes the history.
-            return self.record_past(derived(Some(status), Cancellation::None), occurred_at, reason);
+            return self.record_past(derived(Some(status), Cancellation::None), occurred_at, note);
         }
         self.kitchen = Some((status, version));
         if matches!(status, KitchenStatus::Cancelled | KitchenStatus::Rejected) {
             self.status_reason = reason.to_owned();
         }
-        self.refresh(occurred_at, reason);
+        self.refresh(occurred_at, note);
         true
     }
 

@@ -20,7 +20,7 @@ impl From<Error> for Status {
                 format!("payment declined: {reason}"),
                 DOMAIN,
                 "PAYMENT_DECLINED",
-                &[("payment_id", payment_id)],
+                &[("payment_id", payment_id), ("decline_reason", reason)],
                 ErrorDetails::new(),
             ),
             Error::IdempotencyKeyReused => {

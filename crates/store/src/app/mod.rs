@@ -5,7 +5,7 @@
 //! replicas on PostgreSQL) are reconciled by the order's version: an update
 //! only applies to the version it read, and the loser reads again.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use foodmesh_platform::{
     db::Database,
@@ -62,6 +62,16 @@ pub struct IncomingOrderEvent {
     pub event_id: String,
     /// What happened.
     pub kind: IncomingKind,
+}
+
+impl IncomingKind {
+    /// The order it concerns.
+    pub fn order_id(&self) -> &str {
+        match self {
+            IncomingKind::Placed(p) => &p.order_id,
+            IncomingKind::CancellationRequested(r) => &r.order_id,
+        }
+    }
 }
 
 /// The order events the store reacts to.
@@ -156,75 +166,53 @@ impl StoreApp {
         Err(Error::Conflict)
     }
 
-    /// Applies a batch of order events in one transaction; each event once.
+    /// Applies a batch of order events in one transaction, each event once:
+    /// one inbox statement, one read of every order concerned, the decisions
+    /// in event order in memory, then one write per order and one outbox
+    /// statement.
     pub async fn apply_order_events(&self, incoming: &[IncomingOrderEvent]) -> Result<(), Error> {
         let now = Timestamp::now();
         let mut tx = self.db.begin().await?;
-        let mut published = false;
+        let event_ids: Vec<&str> = incoming.iter().map(|e| e.event_id.as_str()).collect();
+        let mut fresh = inbox::first_deliveries(&mut tx, events::ORDER_CONSUMER, &event_ids).await?;
+        let mut order_ids: Vec<&str> = incoming.iter().filter(|e| fresh.contains(&e.event_id)).map(|e| e.kind.order_id()).collect();
+        order_ids.sort_unstable();
+        order_ids.dedup();
+        let mut orders: HashMap<String, Tracked> = db::orders_by_ids(&mut tx, &order_ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.order_id.clone(), Tracked { read_version: Some(o.version), order: o, dirty: false }))
+            .collect();
+        let mut emitted = Vec::new();
         for event in incoming {
-            if !inbox::first_delivery(&mut tx, events::ORDER_CONSUMER, &event.event_id).await? {
+            // `remove`: a message delivered twice within one batch applies once.
+            if !fresh.remove(&event.event_id) {
                 continue;
             }
-            let emitted = match &event.kind {
-                IncomingKind::Placed(placed) => self.receive(&mut tx, placed, now).await?,
-                IncomingKind::CancellationRequested(request) => self.decide_cancellation(&mut tx, request, now).await?,
+            let event = match &event.kind {
+                IncomingKind::Placed(placed) => receive(&mut orders, placed, now),
+                IncomingKind::CancellationRequested(request) => decide_cancellation(&mut orders, request, now),
             };
-            if let Some(emitted) = emitted {
-                outbox::enqueue(&mut tx, &events::kitchen_message(&emitted, now)).await?;
-                published = true;
+            emitted.extend(event);
+        }
+        for tracked in orders.values().filter(|t| t.dirty) {
+            let next = self.kitchen.next_step_at(tracked.order.status, now);
+            match tracked.read_version {
+                None => db::insert_order(&mut tx, &tracked.order, next).await?,
+                Some(read) => {
+                    if !db::update_order(&mut tx, &tracked.order, read, next).await? {
+                        return Err(Error::Conflict);
+                    }
+                }
             }
         }
+        let messages: Vec<_> = emitted.iter().map(|e| events::kitchen_message(e, now)).collect();
+        outbox::enqueue_all(&mut tx, &messages).await?;
         tx.commit().await?;
-        if published {
+        if !messages.is_empty() {
             self.outbox.notify();
         }
         Ok(())
-    }
-
-    async fn receive(&self, tx: &mut sqlx::AnyConnection, placed: &PlacedOrder, now: Timestamp) -> Result<Option<KitchenEvent>, Error> {
-        match db::order(&mut *tx, &placed.order_id).await? {
-            None => {
-                let (order, event) = StoreOrder::receive(placed.clone(), now);
-                db::insert_order(tx, &order, self.kitchen.next_step_at(order.status, now)).await?;
-                Ok(Some(event))
-            }
-            Some(mut existing) => {
-                // Cancelled before it arrived: keep the details, cook nothing.
-                let read_version = existing.version;
-                if existing.fill_in_details(placed) && !db::update_order(tx, &existing, read_version, None).await? {
-                    return Err(Error::Conflict);
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    async fn decide_cancellation(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        request: &CancellationRequest,
-        now: Timestamp,
-    ) -> Result<Option<KitchenEvent>, Error> {
-        let Some(mut order) = db::order(&mut *tx, &request.order_id).await? else {
-            let (order, event) = StoreOrder::cancelled_before_arrival(request.clone(), now);
-            db::insert_order(tx, &order, None).await?;
-            return Ok(Some(event));
-        };
-        let read_version = order.version;
-        match order.decide_cancellation(request, now) {
-            CancellationDecision::Cancelled(event) => {
-                if !db::update_order(tx, &order, read_version, None).await? {
-                    return Err(Error::Conflict);
-                }
-                tracing::info!(order_id = %order.order_id, "order cancelled");
-                Ok(Some(event))
-            }
-            CancellationDecision::Refused(event) => {
-                tracing::info!(order_id = %order.order_id, status = ?order.status, "cancellation refused: cooking started");
-                Ok(Some(event))
-            }
-            CancellationDecision::AlreadySettled => Ok(None),
-        }
     }
 
     /// Moves every order that is due one step on. Returns how many moved.
@@ -236,6 +224,7 @@ impl StoreApp {
         }
         let mut tx = self.db.begin().await?;
         let mut moved = 0;
+        let mut messages = Vec::new();
         for mut order in due {
             let read_version = order.version;
             let action = match order.status {
@@ -250,15 +239,60 @@ impl StoreApp {
             if let Ok(Some(event)) = order.apply(&action, now) {
                 // A false here means staff or another replica moved it first.
                 if db::update_order(&mut tx, &order, read_version, self.kitchen.next_step_at(order.status, now)).await? {
-                    outbox::enqueue(&mut tx, &events::kitchen_message(&event, now)).await?;
+                    messages.push(events::kitchen_message(&event, now));
                     moved += 1;
                 }
             }
         }
+        outbox::enqueue_all(&mut tx, &messages).await?;
         tx.commit().await?;
         if moved > 0 {
             self.outbox.notify();
         }
         Ok(moved)
+    }
+}
+
+/// An order read or created within a batch.
+struct Tracked {
+    order: StoreOrder,
+    /// The version read from the database; `None` for an order new in this batch.
+    read_version: Option<i64>,
+    /// Whether it must be written.
+    dirty: bool,
+}
+
+fn receive(orders: &mut HashMap<String, Tracked>, placed: &PlacedOrder, now: Timestamp) -> Option<KitchenEvent> {
+    match orders.get_mut(&placed.order_id) {
+        None => {
+            let (order, event) = StoreOrder::receive(placed.clone(), now);
+            orders.insert(order.order_id.clone(), Tracked { order, read_version: None, dirty: true });
+            Some(event)
+        }
+        Some(existing) => {
+            // Cancelled before it arrived: keep the details, cook nothing.
+            existing.dirty |= existing.order.fill_in_details(placed);
+            None
+        }
+    }
+}
+
+fn decide_cancellation(orders: &mut HashMap<String, Tracked>, request: &CancellationRequest, now: Timestamp) -> Option<KitchenEvent> {
+    let Some(tracked) = orders.get_mut(&request.order_id) else {
+        let (order, event) = StoreOrder::cancelled_before_arrival(request.clone(), now);
+        orders.insert(order.order_id.clone(), Tracked { order, read_version: None, dirty: true });
+        return Some(event);
+    };
+    match tracked.order.decide_cancellation(request, now) {
+        CancellationDecision::Cancelled(event) => {
+            tracked.dirty = true;
+            tracing::info!(order_id = %request.order_id, "order cancelled");
+            Some(event)
+        }
+        CancellationDecision::Refused(event) => {
+            tracing::info!(order_id = %request.order_id, status = ?tracked.order.status, "cancellation refused: cooking started");
+            Some(event)
+        }
+        CancellationDecision::AlreadySettled => None,
     }
 }

@@ -143,6 +143,20 @@ pub async fn order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) ->
     sqlx::query(select_orders_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| store_order(&r)).transpose()
 }
 
+/// The orders among `order_ids` that exist.
+pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Result<Vec<StoreOrder>, sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("{}({})", select_orders_where!("order_id IN "), placeholders(1, order_ids.len()));
+    // The statement holds only numbered placeholders; every id is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await?.iter().map(store_order).collect()
+}
+
 /// A page of a store's orders, newest first, optionally only some states.
 pub async fn orders_of_store<'c>(
     db: impl Executor<'c, Database = Any>,

@@ -1,0 +1,240 @@
+//! `foodmesh load`: drives PlaceOrder with many concurrent clients and prints a
+//! siege-style summary. Always bounded (by time or by request count), always
+//! against loopback endpoints from the mesh's home.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use foodmesh_platform::{auth::Principal, grpc::authed};
+use foodmesh_proto::order::v1::{PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::home::Home;
+
+/// What to drive.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Stop after this many requests instead (still bounded by the duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// How many distinct customers place orders (a token is minted for each).
+    #[arg(long, default_value_t = 1000)]
+    pub customers: usize,
+    /// Each request's deadline, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// HTTP/2 connections the requests are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Also print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Requests answered (successfully or not).
+    pub transactions: u64,
+    /// Requests that placed an order.
+    pub successes: u64,
+    /// Failed requests by gRPC status code.
+    pub failures: BTreeMap<String, u64>,
+    /// Wall time of the run, seconds.
+    pub elapsed_secs: f64,
+    /// Successful transactions per second.
+    pub rate: f64,
+    /// Successes / transactions, percent.
+    pub availability_pct: f64,
+    /// Response times, milliseconds.
+    pub latency_ms: Percentiles,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Of `samples` (sorted here).
+    pub fn of(samples: &mut [Duration]) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let at = |q: f64| ms(samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]);
+        let sum: Duration = samples.iter().sum();
+        Percentiles { mean: ms(sum) / samples.len() as f64, p50: at(0.50), p90: at(0.90), p99: at(0.99), max: ms(samples[samples.len() - 1]) }
+    }
+}
+
+/// The menu items the load orders, one store and item per request in turn.
+const ORDERS: [(&str, &str); 6] = [
+    ("seoul-bbq", "bulgogi"),
+    ("pizza-napoli", "margherita"),
+    ("green-bowl", "salmon-poke"),
+    ("seoul-bbq", "bibimbap"),
+    ("pizza-napoli", "diavola"),
+    ("green-bowl", "falafel-bowl"),
+];
+
+/// A PlaceOrderRequest for the given lines.
+pub fn place_request(request_id: &str, store_id: &str, items: &[(&str, i32)], card: &str) -> PlaceOrderRequest {
+    PlaceOrderRequest {
+        request_id: request_id.to_owned(),
+        store_id: store_id.to_owned(),
+        lines: items.iter().map(|(id, q)| PlaceOrderLine { menu_item_id: (*id).to_owned(), quantity: *q }).collect(),
+        delivery_address: "1 Load Street, Seoul".to_owned(),
+        payment_token: card.to_owned(),
+    }
+}
+
+/// `foodmesh load`.
+pub async fn run(home: &Home, args: &LoadArgs) -> Result<LoadReport> {
+    let endpoints = home.endpoints()?;
+    let report = drive(home, &endpoints.order, args, None).await?;
+    print_report(&report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(report)
+}
+
+/// Drives the load; every placed order's id is sent to `placed` with the
+/// moment its reply arrived.
+pub async fn drive(home: &Home, order_addr: &str, args: &LoadArgs, placed: Option<mpsc::UnboundedSender<(String, Instant)>>) -> Result<LoadReport> {
+    if !order_addr.starts_with("127.") && !order_addr.starts_with("localhost") && !order_addr.starts_with("[::1]") {
+        bail!("load is only driven against loopback endpoints, not {order_addr}");
+    }
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..args.customers.max(1))
+            .map(|i| home.bearer(&Principal::Customer { customer_id: format!("load-{i}") }))
+            .collect::<Result<_>>()?,
+    );
+    let channels: Vec<Channel> = (0..args.connections.max(1))
+        .map(|_| Ok(Endpoint::from_shared(format!("http://{order_addr}"))?.tcp_nodelay(true).connect_lazy()))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(args.duration_secs);
+    let issued = Arc::new(AtomicU64::new(0));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let timeout = Duration::from_millis(args.timeout_ms);
+
+    let progress = {
+        let (ok, failed) = (ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+                let secs = started.elapsed().as_secs_f64();
+                eprint!("\r  {secs:6.1}s  {ok:>8} placed  {failed:>6} failed  {:>8.1}/s ", ok as f64 / secs);
+            }
+        })
+    };
+    let workers = (0..args.concurrency.max(1)).map(|worker| {
+        let mut client = OrderServiceClient::new(channels[worker % channels.len()].clone());
+        let (tokens, issued, ok, failed, placed) = (tokens.clone(), issued.clone(), ok.clone(), failed.clone(), placed.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= limit || Instant::now() >= stop_at {
+                    break;
+                }
+                let (store, item) = ORDERS[(n % ORDERS.len() as u64) as usize];
+                let request = place_request(&uuid::Uuid::new_v4().to_string(), store, &[(item, 1 + (n % 3) as i32)], "tok_visa");
+                let mut request = authed(request, &tokens[(n % tokens.len() as u64) as usize]);
+                request.set_timeout(timeout);
+                let sent = Instant::now();
+                let result = tokio::time::timeout(timeout, client.place_order(request)).await;
+                samples.push(sent.elapsed());
+                match result {
+                    Ok(Ok(reply)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if let (Some(placed), Some(order)) = (&placed, reply.into_inner().order) {
+                            let _ = placed.send((order.order_id, Instant::now()));
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        *failures.entry(format!("{:?}", status.code())).or_default() += 1;
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        *failures.entry("ClientTimeout".to_owned()).or_default() += 1;
+                    }
+                }
+            }
+            (samples, failures)
+        })
+    });
+    let results = futures::future::join_all(workers).await;
+    progress.abort();
+    eprintln!();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut samples = Vec::new();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for result in results {
+        let (s, f) = result?;
+        samples.extend(s);
+        for (code, count) in f {
+            *failures.entry(code).or_default() += count;
+        }
+    }
+    let successes = ok.load(Ordering::Relaxed);
+    let transactions = samples.len() as u64;
+    Ok(LoadReport {
+        transactions,
+        successes,
+        failures,
+        elapsed_secs: elapsed,
+        rate: successes as f64 / elapsed,
+        availability_pct: if transactions == 0 { 0.0 } else { 100.0 * successes as f64 / transactions as f64 },
+        latency_ms: Percentiles::of(&mut samples),
+    })
+}
+
+/// Prints a siege-style summary.
+pub fn print_report(r: &LoadReport) {
+    let l = &r.latency_ms;
+    println!("Transactions:               {:>10}", r.transactions);
+    println!("Availability:               {:>10.2} %", r.availability_pct);
+    println!("Elapsed time:               {:>10.2} s", r.elapsed_secs);
+    println!("Transaction rate:           {:>10.1} placed orders/s", r.rate);
+    println!("Response time mean:         {:>10.2} ms", l.mean);
+    println!("Response time p50/p90/p99:  {:>7.2} / {:.2} / {:.2} ms", l.p50, l.p90, l.p99);
+    println!("Longest transaction:        {:>10.2} ms", l.max);
+    println!("Successful transactions:    {:>10}", r.successes);
+    println!("Failed transactions:        {:>10}", r.transactions - r.successes);
+    for (code, count) in &r.failures {
+        println!("  {code:<24} {count:>10}");
+    }
+}

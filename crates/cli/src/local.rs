@@ -1,0 +1,241 @@
+//! Runs the mesh on this machine: nats-server with JetStream and the four
+//! service binaries, each on a loopback port, all data in one home directory.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::home::{Endpoints, Home};
+
+/// How the local mesh runs.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// order listens here, payment on +1, store on +2, notification on +3.
+    pub base_port: u16,
+    /// NATS's port.
+    pub nats_port: u16,
+    /// Auto-kitchen step delay; `None` leaves the kitchen to staff.
+    pub kitchen_step: Option<Duration>,
+    /// `RUST_LOG` for the services.
+    pub log_filter: String,
+    /// Extra environment for every service.
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// One started process.
+#[derive(Debug)]
+pub struct Process {
+    /// Its name.
+    pub name: &'static str,
+    /// The child.
+    pub child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+    /// From spawn to SERVING (services only).
+    pub time_to_serving: Option<Duration>,
+}
+
+/// The running mesh.
+#[derive(Debug)]
+pub struct LocalMesh {
+    /// Where everything listens.
+    pub endpoints: Endpoints,
+    /// nats-server first, then the services.
+    pub processes: Vec<Process>,
+}
+
+const SERVICES: [(&str, &str, u16); 4] = [
+    ("payment", "foodmesh.payment.v1.PaymentService", 1),
+    ("store", "foodmesh.store.v1.StoreService", 2),
+    ("notification", "foodmesh.notification.v1.NotificationService", 3),
+    ("order", "foodmesh.order.v1.OrderService", 0),
+];
+
+/// Finds a helper binary: `$<NAME>_BIN`, the project's `.tools/bin`, or `PATH`.
+pub fn find_tool(name: &str) -> Result<PathBuf> {
+    let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&var) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join(".tools/bin").join(name);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.exists()))
+        .unwrap_or_default();
+    in_path.ok_or_else(|| anyhow!("{name} not found: run scripts/bootstrap, or set {var}"))
+}
+
+fn service_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let path = dir.join(format!("foodmesh-{name}"));
+    if !path.exists() {
+        bail!("{} not found next to foodmesh: build the workspace (cargo build --release)", path.display());
+    }
+    Ok(path)
+}
+
+fn ensure_free(port: u16, what: &str) -> Result<()> {
+    TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| format!("port {port} for {what} is taken (choose others with --base-port / --nats-port)"))
+}
+
+fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path, cwd: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(program);
+    // Its own process group: a Ctrl-C in the terminal reaches `foodmesh`
+    // only, which then stops the services before NATS, in order.
+    #[cfg(unix)]
+    command.process_group(0);
+    command
+        .args(args)
+        .envs(env.iter().cloned())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))
+}
+
+/// Waits until `addr` reports SERVING for `service`.
+pub async fn wait_serving(addr: &str, service: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
+    let mut health = HealthClient::new(channel);
+    loop {
+        let request = HealthCheckRequest { service: service.to_owned() };
+        if let Ok(reply) = health.check(request).await {
+            if reply.into_inner().status() == ServingStatus::Serving {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{service} at {addr} did not report SERVING within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl LocalMesh {
+    /// Starts nats-server and the four services from `home`, and waits until
+    /// every service reports SERVING.
+    pub async fn start(home: &Home, options: &LocalOptions) -> Result<LocalMesh> {
+        let public_key = home.ensure_keys()?;
+        let ports: Vec<u16> = SERVICES.iter().map(|(_, _, offset)| options.base_port + offset).collect();
+        if ports.contains(&options.nats_port) {
+            bail!("the NATS port {} is one of the service ports {ports:?}", options.nats_port);
+        }
+        ensure_free(options.nats_port, "nats-server")?;
+        for ((name, _, _), port) in SERVICES.iter().zip(&ports) {
+            ensure_free(*port, name)?;
+        }
+        let nats_url = format!("nats://127.0.0.1:{}", options.nats_port);
+        let addr = |offset: u16| format!("127.0.0.1:{}", options.base_port + offset);
+        let endpoints = Endpoints { order: addr(0), payment: addr(1), store: addr(2), notification: addr(3), nats: nats_url.clone() };
+
+        let mut processes = Vec::new();
+        let nats_log = home.path("logs/nats.log");
+        let nats_args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &options.nats_port.to_string(), "-sd"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([home.path("nats").display().to_string()])
+            .collect();
+        let nats = spawn(&find_tool("nats-server")?, &nats_args, &[], &nats_log, home.root())?;
+        processes.push(Process { name: "nats", child: nats, log: nats_log, time_to_serving: None });
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", options.nats_port)).await.is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("nats-server did not start; see {}", home.path("logs/nats.log").display());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let mut waits = Vec::new();
+        for ((name, service, offset), port) in SERVICES.iter().zip(&ports) {
+            let mut env = vec![
+                ("FOODMESH_SERVER__LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+                ("DATABASE_URL".to_owned(), format!("sqlite://{}", home.path(&format!("data/{name}.db")).display())),
+                ("NATS_URL".to_owned(), nats_url.clone()),
+                ("FOODMESH_AUTH__PUBLIC_KEY_FILE".to_owned(), public_key.display().to_string()),
+                ("RUST_LOG".to_owned(), options.log_filter.clone()),
+            ];
+            match *name {
+                "order" => env.push(("FOODMESH_PAYMENT__URL".to_owned(), format!("http://{}", endpoints.payment))),
+                "store" => {
+                    if let Some(step) = options.kitchen_step {
+                        let ms = step.as_millis().to_string();
+                        env.push(("FOODMESH_AUTO_KITCHEN__ENABLED".to_owned(), "true".to_owned()));
+                        for key in ["COOK_AFTER_MS", "DELIVER_AFTER_MS", "COMPLETE_AFTER_MS"] {
+                            env.push((format!("FOODMESH_AUTO_KITCHEN__{key}"), ms.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            env.extend(options.extra_env.iter().cloned());
+            let log = home.path(&format!("logs/{name}.log"));
+            let spawned_at = Instant::now();
+            let child = spawn(&service_binary(name)?, &[], &env, &log, home.root())?;
+            processes.push(Process { name, child, log, time_to_serving: None });
+            let addr = addr(*offset);
+            waits.push(async move {
+                wait_serving(&addr, service, Duration::from_secs(30)).await.map(|()| (*name, spawned_at.elapsed()))
+            });
+        }
+        for result in futures::future::join_all(waits).await {
+            let (name, elapsed) = result?;
+            if let Some(p) = processes.iter_mut().find(|p| p.name == name) {
+                p.time_to_serving = Some(elapsed);
+            }
+        }
+        home.write_endpoints(&endpoints)?;
+        Ok(LocalMesh { endpoints, processes })
+    }
+
+    /// The process that exited, if one did.
+    pub fn exited(&mut self) -> Option<(&'static str, std::process::ExitStatus, PathBuf)> {
+        self.processes.iter_mut().find_map(|p| p.child.try_wait().ok().flatten().map(|status| (p.name, status, p.log.clone())))
+    }
+
+    /// Stops the services (SIGTERM: they drain and stop in order), then NATS.
+    pub async fn stop(mut self, home: &Home) {
+        home.clear_endpoints();
+        let (nats, services): (Vec<_>, Vec<_>) = self.processes.drain(..).partition(|p| p.name == "nats");
+        futures::future::join_all(services.into_iter().map(terminate)).await;
+        futures::future::join_all(nats.into_iter().map(terminate)).await;
+    }
+}
+
+async fn terminate(mut process: Process) {
+    if let Some(pid) = process.child.id() {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    }
+    if tokio::time::timeout(Duration::from_secs(15), process.child.wait()).await.is_err() {
+        let _ = process.child.kill().await;
+    }
+}
+
+/// The resident memory of a process, from `/proc` (Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,283 @@
+//! `foodmesh`: run the mesh locally and use it from the command line.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, reason = "a command-line tool prints its results")]
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use foodmesh_platform::auth::Principal;
+use tonic_types::StatusExt;
+
+mod bench;
+mod commands;
+mod demo;
+mod home;
+mod load;
+mod local;
+mod show;
+
+/// foodmesh: a food-delivery platform as a gRPC service mesh.
+#[derive(Debug, Parser)]
+#[command(name = "foodmesh", version)]
+struct Cli {
+    /// The local mesh's home: keys, data, logs and endpoints.
+    #[arg(long, global = true, env = "FOODMESH_HOME", default_value = ".foodmesh")]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start nats-server and the four services on SQLite; stop with Ctrl-C.
+    Up {
+        /// Run the demo once the mesh is up.
+        #[arg(long)]
+        demo: bool,
+        /// With --demo: stop the mesh when the demo is over.
+        #[arg(long)]
+        exit_after_demo: bool,
+        /// Leave the kitchen to staff (`foodmesh kitchen`) instead of the auto-kitchen.
+        #[arg(long)]
+        manual_kitchen: bool,
+        /// Auto-kitchen delay between steps, in milliseconds.
+        #[arg(long, default_value_t = 1500)]
+        kitchen_step_ms: u64,
+        /// order's port; payment, store and notification take the next three.
+        #[arg(long, default_value_t = 50051)]
+        base_port: u16,
+        /// nats-server's port.
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+    },
+    /// Place a few orders on the running mesh and print their journeys.
+    Demo,
+    /// Print a bearer token (for grpcurl: -H "authorization: Bearer $(foodmesh token ...)").
+    Token {
+        /// A customer id.
+        #[arg(long, group = "who")]
+        customer: Option<String>,
+        /// A store id: a token for its staff.
+        #[arg(long, group = "who")]
+        store: Option<String>,
+        /// An operator token.
+        #[arg(long, group = "who")]
+        operator: bool,
+    },
+    /// List the stores.
+    Stores,
+    /// Show a store's menu.
+    Menu {
+        /// The store.
+        store: String,
+    },
+    /// Place an order.
+    Place {
+        /// As this customer.
+        #[arg(long)]
+        customer: String,
+        /// At this store.
+        #[arg(long)]
+        store: String,
+        /// A menu item, optionally with a quantity: `bulgogi:2`. Repeatable.
+        #[arg(long = "item", required = true)]
+        items: Vec<String>,
+        /// Where to deliver.
+        #[arg(long, default_value = "1 Test Street, Seoul")]
+        address: String,
+        /// The card token; `tok_decline` is always declined.
+        #[arg(long, default_value = "tok_visa")]
+        card: String,
+        /// The idempotency key (default: a new UUID).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Show an order with its timeline.
+    Get {
+        /// As this customer.
+        #[arg(long)]
+        customer: String,
+        /// The order.
+        order_id: String,
+    },
+    /// List a customer's orders.
+    Orders {
+        /// The customer.
+        #[arg(long)]
+        customer: String,
+    },
+    /// Cancel an order (before cooking starts).
+    Cancel {
+        /// As this customer.
+        #[arg(long)]
+        customer: String,
+        /// The order.
+        order_id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Follow an order until it is final.
+    Watch {
+        /// As this customer.
+        #[arg(long)]
+        customer: String,
+        /// The order.
+        order_id: String,
+    },
+    /// Act as a store's staff: list, cook, deliver, complete or reject orders.
+    Kitchen {
+        /// The store.
+        #[arg(long)]
+        store: String,
+        /// What to do.
+        action: commands::StaffAction,
+        /// The order (all actions but list).
+        order_id: Option<String>,
+        /// Why (reject).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show a customer's notifications.
+    Notifications {
+        /// The customer.
+        #[arg(long)]
+        customer: String,
+        /// Keep following new ones.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Drive PlaceOrder against the running mesh and print a summary.
+    Load(load::LoadArgs),
+    /// Start a fresh mesh, load it for a while, and report throughput,
+    /// latency, saga lag, memory and start-up time.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error; a gRPC status with its reason and bad fields.
+fn report(err: &anyhow::Error) {
+    match err.downcast_ref::<tonic::Status>() {
+        Some(status) => {
+            let reason = status.get_details_error_info().map(|i| format!(" [{}]", i.reason)).unwrap_or_default();
+            eprintln!("error: {:?}{reason}: {}", status.code(), status.message());
+            for v in status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default() {
+                eprintln!("  {}: {}", v.field, v.description);
+            }
+            if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+                eprintln!("  retry after {delay:?}");
+            }
+        }
+        None => eprintln!("error: {err:#}"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let home = home::Home::open(&cli.home)?;
+    let mesh = || commands::Mesh::connect(&home);
+    match cli.command {
+        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port } => {
+            if demo && manual_kitchen {
+                anyhow::bail!("--demo needs the auto-kitchen; drop --manual-kitchen");
+            }
+            let options = local::LocalOptions {
+                base_port,
+                nats_port,
+                kitchen_step: (!manual_kitchen).then(|| Duration::from_millis(kitchen_step_ms)),
+                log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+                extra_env: Vec::new(),
+            };
+            up(&home, &options, demo, exit_after_demo).await
+        }
+        Command::Demo => demo::run(&home).await,
+        Command::Token { customer, store, operator } => {
+            let principal = match (customer, store, operator) {
+                (Some(customer_id), _, _) => Principal::Customer { customer_id },
+                (_, Some(store_id), _) => Principal::StoreStaff { staff_id: format!("staff@{store_id}"), store_id },
+                (_, _, true) => Principal::Operator { operator_id: "operator".to_owned() },
+                _ => anyhow::bail!("say who the token is for: --customer ID, --store ID or --operator"),
+            };
+            home.ensure_keys()?;
+            let bearer = home.bearer(&principal)?;
+            println!("{}", bearer.trim_start_matches("Bearer "));
+            Ok(())
+        }
+        Command::Stores => commands::stores(&mut mesh()?).await,
+        Command::Menu { store } => commands::menu(&mut mesh()?, &store).await,
+        Command::Place { customer, store, items, address, card, request_id } => {
+            commands::place(&mut mesh()?, &customer, &store, &items, &address, &card, request_id).await
+        }
+        Command::Get { customer, order_id } => commands::get(&mut mesh()?, &customer, &order_id).await,
+        Command::Orders { customer } => commands::orders(&mut mesh()?, &customer).await,
+        Command::Cancel { customer, order_id, reason } => commands::cancel(&mut mesh()?, &customer, &order_id, &reason).await,
+        Command::Watch { customer, order_id } => commands::watch(&mut mesh()?, &customer, &order_id).await,
+        Command::Kitchen { store, action, order_id, reason } => {
+            commands::kitchen(&mut mesh()?, &store, action, order_id.as_deref(), &reason).await
+        }
+        Command::Notifications { customer, follow } => commands::notifications(&mut mesh()?, &customer, follow).await,
+        Command::Load(args) => load::run(&home, &args).await.map(drop),
+        Command::Bench(args) => bench::run(&args).await,
+    }
+}
+
+async fn up(home: &home::Home, options: &local::LocalOptions, demo: bool, exit_after_demo: bool) -> Result<()> {
+    println!("foodmesh: starting nats-server and 4 services (data in {})", home.root().display());
+    let mut mesh = local::LocalMesh::start(home, options).await?;
+    let e = mesh.endpoints.clone();
+    for p in &mesh.processes {
+        let ready = p.time_to_serving.map(|t| format!("SERVING after {} ms", t.as_millis())).unwrap_or_else(|| "up".to_owned());
+        println!("  {:<13} {:<22} {:<24} log {}", p.name, endpoint_of(&e, p.name), ready, p.log.display());
+    }
+    let token = home.bearer(&Principal::Customer { customer_id: "alice".to_owned() })?;
+    println!("\nauto-kitchen: {}", options.kitchen_step.map_or("off (use `foodmesh kitchen`)".to_owned(), |d| format!("on, {} ms per step", d.as_millis())));
+    println!("a customer token for alice (12 h): foodmesh token --customer alice");
+    println!("try:\n  grpcurl -plaintext -H 'authorization: {token}' -d '{{\"store_id\":\"seoul-bbq\"}}' {} foodmesh.store.v1.StoreService/GetMenu", e.store);
+    println!("  foodmesh place --customer alice --store seoul-bbq --item bulgogi:2\n");
+    if demo {
+        demo::run(home).await?;
+        if exit_after_demo {
+            mesh.stop(home).await;
+            println!("foodmesh: stopped");
+            return Ok(());
+        }
+    }
+    println!("foodmesh: running; Ctrl-C to stop");
+    loop {
+        tokio::select! {
+            () = foodmesh_platform::lifecycle::shutdown_signal() => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some((name, status, log)) = mesh.exited() {
+                    eprintln!("foodmesh: {name} exited ({status}); see {}", log.display());
+                    mesh.stop(home).await;
+                    anyhow::bail!("{name} stopped unexpectedly");
+                }
+            }
+        }
+    }
+    println!("\nfoodmesh: stopping (services drain, then NATS)");
+    mesh.stop(home).await;
+    println!("foodmesh: stopped");
+    Ok(())
+}
+
+fn endpoint_of<'a>(e: &'a home::Endpoints, name: &str) -> &'a str {
+    match name {
+        "order" => &e.order,
+        "payment" => &e.payment,
+        "store" => &e.store,
+        "notification" => &e.notification,
+        _ => &e.nats,
+    }
+}
