@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// nats-server's port for the benchmark mesh.
     #[arg(long, default_value_t = 56222)]
     pub nats_port: u16,
+    /// Tokio worker threads per service.
+    #[arg(long, default_value_t = 1)]
+    pub worker_threads: usize,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -86,6 +89,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         kitchen_step: Some(step),
         log_filter: "warn".to_owned(),
         extra_env: vec![("FOODMESH_AUTO_KITCHEN__TICK_MS".to_owned(), "20".to_owned())],
+        worker_threads: args.worker_threads,
     };
     eprintln!("bench: starting a fresh mesh in {}", dir.display());
     let mesh = LocalMesh::start(&home, &options).await?;

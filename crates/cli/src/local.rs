@@ -28,6 +28,10 @@ pub struct LocalOptions {
     pub log_filter: String,
     /// Extra environment for every service.
     pub extra_env: Vec<(String, String)>,
+    /// Tokio worker threads per service. One each suits a laptop running six
+    /// processes on a few cores: work stays on one core, with fewer wake-ups
+    /// across cores.
+    pub worker_threads: usize,
 }
 
 /// One started process.
@@ -175,6 +179,7 @@ impl LocalMesh {
                 ("NATS_URL".to_owned(), nats_url.clone()),
                 ("FOODMESH_AUTH__PUBLIC_KEY_FILE".to_owned(), public_key.display().to_string()),
                 ("RUST_LOG".to_owned(), options.log_filter.clone()),
+                ("TOKIO_WORKER_THREADS".to_owned(), options.worker_threads.to_string()),
             ];
             match *name {
                 "order" => env.push(("FOODMESH_PAYMENT__URL".to_owned(), format!("http://{}", endpoints.payment))),

@@ -50,6 +50,9 @@ enum Command {
         /// nats-server's port.
         #[arg(long, default_value_t = 4222)]
         nats_port: u16,
+        /// Tokio worker threads per service.
+        #[arg(long, default_value_t = 1)]
+        worker_threads: usize,
     },
     /// Place a few orders on the running mesh and print their journeys.
     Demo,
@@ -188,7 +191,7 @@ async fn run(cli: Cli) -> Result<()> {
     let home = home::Home::open(&cli.home)?;
     let mesh = || commands::Mesh::connect(&home);
     match cli.command {
-        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port } => {
+        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port, worker_threads } => {
             if demo && manual_kitchen {
                 anyhow::bail!("--demo needs the auto-kitchen; drop --manual-kitchen");
             }
@@ -198,6 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
                 kitchen_step: (!manual_kitchen).then(|| Duration::from_millis(kitchen_step_ms)),
                 log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
                 extra_env: Vec::new(),
+                worker_threads,
             };
             up(&home, &options, demo, exit_after_demo).await
         }

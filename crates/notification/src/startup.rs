@@ -7,7 +7,7 @@ use foodmesh_platform::{
     consumer,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
-    lifecycle::{self, BoxError, Running, Workers},
+    lifecycle::{self, BoxError, Running},
     messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
 };
 use foodmesh_proto::notification::v1::notification_service_server::NotificationServiceServer;
@@ -100,8 +100,8 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         async move {
             infra.db.migrate(&db::migrations()).await?;
             ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, PAYMENT_EVENTS]).await?;
-            let mut workers = Workers::default();
-            let [orders, store, payments] = events::consumers(common.consumer.batch_size);
+            let mut workers = infra.common_workers(&common);
+            let [orders, store, payments] = events::consumers(&common.consumer);
             let js = &infra.js;
             workers.spawn(|stop| consumer::run(js.clone(), orders, ChangeHandler::new(app.clone(), Source::Orders), stop));
             workers.spawn(|stop| consumer::run(js.clone(), store, ChangeHandler::new(app.clone(), Source::Store), stop));

@@ -7,7 +7,7 @@ use foodmesh_platform::{
     consumer,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
-    lifecycle::{self, BoxError, Running, Workers},
+    lifecycle::{self, BoxError, Running},
     messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
 };
 use foodmesh_proto::order::v1::order_service_server::OrderServiceServer;
@@ -86,10 +86,8 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         async move {
             infra.db.migrate(&db::migrations()).await?;
             ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS]).await?;
-            let mut workers = Workers::default();
-            let relay = infra.relay(&common.relay);
-            workers.spawn(|stop| relay.run(stop));
-            let [catalog, kitchen, payment] = events::consumers(common.consumer.batch_size);
+            let mut workers = infra.common_workers(&common);
+            let [catalog, kitchen, payment] = events::consumers(&common.consumer);
             let js = &infra.js;
             workers.spawn(|stop| consumer::run(js.clone(), catalog, events::CatalogHandler(app.clone()), stop));
             workers.spawn(|stop| consumer::run(js.clone(), kitchen, events::KitchenHandler(app.clone()), stop));

@@ -7,7 +7,7 @@ use foodmesh_platform::{
     consumer,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
-    lifecycle::{self, BoxError, Running, Workers},
+    lifecycle::{self, BoxError, Running},
     messaging::{PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
 };
 use foodmesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
@@ -66,10 +66,8 @@ pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork
         async move {
             infra.db.migrate(&db::migrations()).await?;
             ensure_streams(&infra.js, &[PAYMENT_EVENTS, STORE_EVENTS]).await?;
-            let mut workers = Workers::default();
-            let relay = infra.relay(&common.relay);
-            workers.spawn(|stop| relay.run(stop));
-            let spec = events::refund_consumer(common.consumer.batch_size);
+            let mut workers = infra.common_workers(&common);
+            let spec = events::refund_consumer(&common.consumer);
             let handler = events::RefundOnCancellation::new(app);
             workers.spawn(|stop| consumer::run(infra.js.clone(), spec, handler, stop));
             Ok::<_, BoxError>(workers)

@@ -34,12 +34,11 @@ pub struct ConsumerSpec {
     pub latest_per_subject: bool,
     /// The most messages handed to the handler at once.
     pub batch_size: usize,
+    /// How long to wait for more messages after the first one of a batch.
+    /// Under load this turns a stream of single events into batches (one
+    /// transaction each) for the price of a few milliseconds of latency.
+    pub linger: Duration,
 }
-
-/// How long a consumer waits for more messages after the first one of a
-/// batch. Under load this turns a stream of single events into batches (one
-/// transaction each) for the price of a few milliseconds of latency.
-pub const LINGER: Duration = Duration::from_millis(3);
 
 /// How long the server waits for an ack before delivering again.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -192,7 +191,7 @@ async fn consume<H: BatchHandler>(
         };
         let mut batch = Vec::with_capacity(spec.batch_size);
         keep(&mut batch, first, spec.durable);
-        let linger_until = tokio::time::Instant::now() + LINGER;
+        let linger_until = tokio::time::Instant::now() + spec.linger;
         while batch.len() < spec.batch_size {
             match tokio::time::timeout_at(linger_until, messages.next()).await {
                 Ok(Some(item)) => keep(&mut batch, item, spec.durable),

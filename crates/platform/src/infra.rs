@@ -4,6 +4,9 @@ use serde::Deserialize;
 
 use crate::{
     auth::{AuthSettings, KeyError, Verifier},
+    consumer::ConsumerSpec,
+    lifecycle::Workers,
+    messaging::StreamSpec,
     db::{Database, DatabaseSettings, DbError},
     grpc::ServerSettings,
     messaging::{self, NatsSettings},
@@ -18,6 +21,9 @@ pub const COMMON_DEFAULTS: &str = include_str!("defaults.toml");
 pub struct ConsumerSettings {
     /// The most events applied in one database transaction.
     pub batch_size: usize,
+    /// How long a batch waits for more events after its first.
+    #[serde(deserialize_with = "crate::config::millis", rename = "linger_ms")]
+    pub linger: std::time::Duration,
 }
 
 /// Settings every service has; services flatten it into their own.
@@ -81,5 +87,28 @@ impl Infra {
     /// The outbox relay of this service.
     pub fn relay(&self, settings: &RelaySettings) -> Relay {
         Relay::new(self.db.clone(), self.js.clone(), settings.clone(), self.outbox.clone())
+    }
+
+    /// The workers every service runs: the outbox relay and, on SQLite, the
+    /// background checkpointer. The service adds its consumers.
+    pub fn common_workers(&self, settings: &CommonSettings) -> Workers {
+        let mut workers = Workers::default();
+        let relay = self.relay(&settings.relay);
+        workers.spawn(|stop| relay.run(stop));
+        let db = self.db.clone();
+        workers.spawn(|stop| db.run_maintenance(stop));
+        workers
+    }
+
+    /// A consumer spec for `durable` on `stream`, sized by the settings.
+    pub fn consumer(settings: &ConsumerSettings, stream: StreamSpec, durable: &'static str, filter_subjects: &[&str]) -> ConsumerSpec {
+        ConsumerSpec {
+            stream,
+            durable,
+            filter_subjects: filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
+            latest_per_subject: false,
+            batch_size: settings.batch_size,
+            linger: settings.linger,
+        }
     }
 }

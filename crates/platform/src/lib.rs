@@ -9,6 +9,7 @@
 //! - [`infra`]: the settings every service shares and the connections made from them.
 //! - [`lifecycle`]: start, readiness, drain and ordered stop of a service process.
 //! - [`db`]: SQLite or PostgreSQL behind one handle, and migrations.
+//! - [`group_commit`]: concurrent requests' writes in one transaction.
 //! - [`messaging`]: the NATS connection and the registry of streams and subjects.
 //! - [`outbox`] and [`inbox`]: publish exactly what was committed; apply each event once.
 //! - [`consumer`]: durable pull consumers that hand batches to a service.
@@ -23,6 +24,7 @@ pub mod consumer;
 pub mod convert;
 pub mod db;
 pub mod grpc;
+pub mod group_commit;
 pub mod inbox;
 pub mod infra;
 pub mod lifecycle;

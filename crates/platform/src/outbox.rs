@@ -41,6 +41,10 @@ pub struct RelaySettings {
     pub retention: Duration,
 }
 
+/// How long the relay waits after a wake-up before reading the outbox, so that
+/// one round publishes what several commits wrote.
+const LINGER: Duration = Duration::from_millis(2);
+
 /// An event to publish, written with [`enqueue`].
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {
@@ -152,7 +156,10 @@ impl Relay {
             };
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = self.signal.0.notified(), if failures == 0 => {}
+                () = self.signal.0.notified(), if failures == 0 => {
+                    // Let the commits of the next few milliseconds join this round.
+                    tokio::time::sleep(LINGER).await;
+                }
                 () = tokio::time::sleep(pause) => {}
             }
         }

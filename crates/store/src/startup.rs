@@ -7,7 +7,7 @@ use foodmesh_platform::{
     consumer,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
-    lifecycle::{self, BoxError, Running, Workers},
+    lifecycle::{self, BoxError, Running},
     messaging::{ORDER_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
 };
 use foodmesh_proto::store::v1::store_service_server::StoreServiceServer;
@@ -103,11 +103,9 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
             infra.db.migrate(&db::migrations()).await?;
             ensure_streams(&infra.js, &[STORE_EVENTS, STORE_CATALOG, ORDER_EVENTS]).await?;
             app.publish_catalogs(&catalogs).await?;
-            let mut workers = Workers::default();
-            let relay = infra.relay(&common.relay);
-            workers.spawn(|stop| relay.run(stop));
+            let mut workers = infra.common_workers(&common);
             let handler = events::OrderEventsHandler::new(app.clone());
-            let spec = events::order_consumer(common.consumer.batch_size);
+            let spec = events::order_consumer(&common.consumer);
             workers.spawn(|stop| consumer::run(infra.js.clone(), spec, handler, stop));
             if kitchen.enabled {
                 workers.spawn(|stop| run_kitchen(app, tick, stop));

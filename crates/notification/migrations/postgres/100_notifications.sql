@@ -2,7 +2,8 @@
 -- the number of times the event behind it is delivered.
 CREATE TABLE notifications (
     seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    notification_id TEXT    NOT NULL UNIQUE,
+    -- A UUID for clients; rows are found by seq, customer or order.
+    notification_id TEXT    NOT NULL,
     customer_id     TEXT    NOT NULL,
     order_id        TEXT    NOT NULL,
     kind            TEXT    NOT NULL,

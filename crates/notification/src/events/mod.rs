@@ -6,6 +6,7 @@ use std::sync::Arc;
 use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     convert,
+    infra::{ConsumerSettings, Infra},
     messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS, subjects},
     time::Timestamp,
 };
@@ -30,12 +31,11 @@ pub const STORE_CONSUMER: &str = "notification-store";
 pub const PAYMENT_CONSUMER: &str = "notification-payments";
 
 /// The consumers of this service.
-pub fn consumers(batch_size: usize) -> [ConsumerSpec; 3] {
-    let spec = |stream, durable, filter_subjects| ConsumerSpec { stream, durable, filter_subjects, latest_per_subject: false, batch_size };
+pub fn consumers(settings: &ConsumerSettings) -> [ConsumerSpec; 3] {
     [
-        spec(ORDER_EVENTS, ORDER_CONSUMER, Vec::new()),
-        spec(STORE_EVENTS, STORE_CONSUMER, Vec::new()),
-        spec(PAYMENT_EVENTS, PAYMENT_CONSUMER, vec![subjects::PAYMENT_REFUNDED.to_owned()]),
+        Infra::consumer(settings, ORDER_EVENTS, ORDER_CONSUMER, &[]),
+        Infra::consumer(settings, STORE_EVENTS, STORE_CONSUMER, &[]),
+        Infra::consumer(settings, PAYMENT_EVENTS, PAYMENT_CONSUMER, &[subjects::PAYMENT_REFUNDED]),
     ]
 }
 

@@ -44,6 +44,12 @@ pub enum Error {
     Db(#[from] sqlx::Error),
 }
 
+impl From<foodmesh_platform::group_commit::Stopped> for Error {
+    fn from(_: foodmesh_platform::group_commit::Stopped) -> Self {
+        Error::ShuttingDown
+    }
+}
+
 impl From<OrderError> for Error {
     fn from(err: OrderError) -> Self {
         match err {

@@ -10,6 +10,7 @@ use std::{
 
 use foodmesh_platform::{
     db::Database,
+    group_commit::GroupCommit,
     inbox,
     money::Money,
     outbox::{self, OutboxSignal},
@@ -22,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db,
+    db::{self, NewAttempt},
     domain::{
         order::{KitchenStatus, Order, OrderStatus},
         placing::{self, Attempt, AttemptState, Menu, OrderId, PlaceOrder},
@@ -157,6 +158,8 @@ pub struct Timing {
 
 /// How many times a write is retried after losing a race.
 const MAX_ATTEMPTS: usize = 5;
+/// The most requests written by one group commit.
+const GROUP_COMMIT: usize = 128;
 /// How long a menu read from the catalog copy is reused.
 const MENU_CACHE: Duration = Duration::from_secs(1);
 /// How often a watcher re-reads an order even without a local change signal
@@ -171,6 +174,52 @@ pub struct OrderApp {
     changes: broadcast::Sender<String>,
     timing: Timing,
     menus: Mutex<HashMap<String, (Instant, Option<Menu>)>>,
+    attempts: GroupCommit<NewAttempt, bool, Error>,
+    placements: GroupCommit<Placement, Option<Order>, Error>,
+}
+
+/// A paid order to commit.
+#[derive(Debug, Clone)]
+struct Placement {
+    attempt: Attempt,
+    customer_id: String,
+    payment_id: String,
+}
+
+/// Commits paid orders together: their attempts settled, the orders and their
+/// `OrderPlaced` events written, in one transaction. `None` for an order a
+/// concurrent request with the same id committed first.
+async fn commit_placements(
+    db: &Database,
+    outbox: &OutboxSignal,
+    changes: &broadcast::Sender<String>,
+    items: Vec<Placement>,
+) -> Result<Vec<Option<Order>>, Error> {
+    let now = Timestamp::now();
+    let mut tx = db.begin().await?;
+    let settling: Vec<(&OrderId, &str)> = items.iter().map(|p| (&p.attempt.order_id, p.payment_id.as_str())).collect();
+    let settled = db::settle_placed(&mut tx, &settling).await?;
+    let (mut orders, mut messages, mut results) = (Vec::new(), Vec::new(), Vec::new());
+    for p in items {
+        if !settled.contains(p.attempt.order_id.as_str()) {
+            results.push(None);
+            continue;
+        }
+        let (order, event) = Order::place(p.attempt.order_id, &p.customer_id, p.attempt.priced, &p.payment_id, now);
+        messages.push(events::order_message(&event, now));
+        orders.push(order.clone());
+        results.push(Some(order));
+    }
+    db::insert_orders(&mut tx, &orders).await?;
+    outbox::enqueue_all(&mut tx, &messages).await?;
+    tx.commit().await?;
+    if !orders.is_empty() {
+        outbox.notify();
+    }
+    for order in &orders {
+        let _ = changes.send(order.id.to_string());
+    }
+    Ok(results)
 }
 
 impl std::fmt::Debug for OrderApp {
@@ -182,7 +231,25 @@ impl std::fmt::Debug for OrderApp {
 impl OrderApp {
     /// The use cases over `db`, paying through `payment`.
     pub fn new(db: Database, outbox: OutboxSignal, payment: Arc<dyn PaymentGateway>, timing: Timing) -> Self {
-        Self { db, outbox, payment, changes: broadcast::channel(4096).0, timing, menus: Mutex::default() }
+        let changes = broadcast::channel(4096).0;
+        let attempts = {
+            let db = db.clone();
+            GroupCommit::start(GROUP_COMMIT, move |items: Vec<NewAttempt>| {
+                let db = db.clone();
+                async move {
+                    let recorded = db::insert_attempts(db.writer(), &items).await?;
+                    Ok(items.iter().map(|n| recorded.contains(n.attempt.order_id.as_str())).collect())
+                }
+            })
+        };
+        let placements = {
+            let (db, outbox, changes) = (db.clone(), outbox.clone(), changes.clone());
+            GroupCommit::start(GROUP_COMMIT, move |items: Vec<Placement>| {
+                let (db, outbox, changes) = (db.clone(), outbox.clone(), changes.clone());
+                async move { commit_placements(&db, &outbox, &changes, items).await }
+            })
+        };
+        Self { db, outbox, payment, changes, timing, menus: Mutex::default(), attempts, placements }
     }
 
     /// Places and pays an order. The order exists only if payment captured the
@@ -190,16 +257,9 @@ impl OrderApp {
     pub async fn place(&self, request: PlaceOrder, credentials: &Credentials, deadline: Option<Instant>) -> Result<Order, Error> {
         let order_id = request.order_id();
         let fingerprint = request.fingerprint();
-        let attempt = match db::attempt(self.db.reader(), &order_id).await? {
-            Some(existing) => {
-                let mut v = Violations::new();
-                placing::check_request_shape(&request, &mut v);
-                v.into_result(())?;
-                existing
-            }
-            None => {
-                let menu = self.menu(&request.store_id).await?;
-                let priced = placing::price(&request, menu.as_ref())?;
+        let menu = self.menu(&request.store_id).await?;
+        let attempt = match placing::price(&request, menu.as_ref()) {
+            Ok(priced) => {
                 let attempt = Attempt {
                     order_id: order_id.clone(),
                     fingerprint: fingerprint.clone(),
@@ -208,11 +268,22 @@ impl OrderApp {
                     payment_id: String::new(),
                     decline_reason: String::new(),
                 };
-                match db::insert_attempt(self.db.writer(), &attempt, &request.customer_id, &request.request_id).await {
-                    Ok(()) => attempt,
-                    // The same request is being placed concurrently; go on with its record.
-                    Err(err) if is_unique_violation(&err) => db::attempt(self.db.writer(), &order_id).await?.ok_or(Error::Conflict)?,
-                    Err(err) => return Err(err.into()),
+                let new = NewAttempt { attempt, customer_id: request.customer_id.clone(), request_id: request.request_id.clone() };
+                if self.attempts.submit(new.clone()).await? {
+                    new.attempt
+                } else {
+                    // A repeat of this request (or a concurrent one): its record decides.
+                    db::attempt(self.db.writer(), &order_id).await?.ok_or(Error::Conflict)?
+                }
+            }
+            Err(violations) => {
+                // A well-formed repeat of a request placed before stands even if
+                // the menu changed since; anything else is invalid.
+                let mut shape = Violations::new();
+                placing::check_request_shape(&request, &mut shape);
+                match db::attempt(self.db.reader(), &order_id).await? {
+                    Some(existing) if shape.is_empty() => existing,
+                    _ => return Err(violations.into()),
                 }
             }
         };
@@ -249,21 +320,16 @@ impl OrderApp {
     }
 
     async fn commit_placed(&self, attempt: Attempt, customer_id: &str, payment_id: &str) -> Result<Order, Error> {
-        let now = Timestamp::now();
-        let (order, event) = Order::place(attempt.order_id, customer_id, attempt.priced, payment_id, now);
-        let mut tx = self.db.begin().await?;
-        if !db::settle_attempt(&mut *tx, &order.id, AttemptState::Placed, payment_id, "").await? {
+        let order_id = attempt.order_id.clone();
+        let placement = Placement { attempt, customer_id: customer_id.to_owned(), payment_id: payment_id.to_owned() };
+        match self.placements.submit(placement).await? {
+            Some(order) => {
+                tracing::info!(order_id = %order.id, total = %order.total, payment_id, "order placed");
+                Ok(order)
+            }
             // A concurrent request with the same id committed the order first.
-            tx.rollback().await?;
-            return self.stored_order(&order.id).await;
+            None => self.stored_order(&order_id).await,
         }
-        db::insert_order(&mut tx, &order).await?;
-        outbox::enqueue(&mut tx, &events::order_message(&event, now)).await?;
-        tx.commit().await?;
-        self.outbox.notify();
-        self.changed(order.id.as_str());
-        tracing::info!(order_id = %order.id, total = %order.total, payment_id, "order placed");
-        Ok(order)
     }
 
     /// A store's menu from the catalog copy, cached for a second: every order
@@ -468,6 +534,3 @@ async fn wait_for_change(changes: &mut broadcast::Receiver<String>, order_id: &s
     }
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
-}

@@ -6,6 +6,8 @@ use foodmesh_platform::{
     paging::Cursor,
     time::Timestamp,
 };
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
@@ -151,37 +153,78 @@ pub async fn attempt<'c>(db: impl Executor<'c, Database = Any>, order_id: &Order
     }))
 }
 
-/// Records a new attempt as PENDING. A unique violation means a concurrent
-/// request with the same request id got there first.
-pub async fn insert_attempt(
-    db: impl Executor<'_, Database = Any>,
-    attempt: &Attempt,
-    customer_id: &str,
-    request_id: &str,
-) -> Result<(), sqlx::Error> {
-    let p = &attempt.priced;
-    let priced = PricedJson {
-        store_id: p.store_id.clone(),
-        store_name: p.store_name.clone(),
-        currency: p.total.currency().code().to_owned(),
-        total: p.total.amount_minor(),
-        address: p.delivery_address.clone(),
-        lines: lines_json(&p.lines),
-    };
-    let now = Timestamp::now().as_micros();
-    sqlx::query(
+/// A new attempt to record, with who made it.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    /// The attempt (PENDING).
+    pub attempt: Attempt,
+    /// The customer.
+    pub customer_id: String,
+    /// Their request id.
+    pub request_id: String,
+}
+
+/// Records new attempts as PENDING in one statement. Returns the ids recorded
+/// now; an id missing from it already had an attempt (a concurrent request
+/// with the same request id).
+pub async fn insert_attempts(db: impl Executor<'_, Database = Any>, attempts: &[NewAttempt]) -> Result<HashSet<String>, sqlx::Error> {
+    if attempts.is_empty() {
+        return Ok(HashSet::new());
+    }
+    const COLUMNS: usize = 5;
+    let rows: Vec<String> = (0..attempts.len())
+        .map(|i| {
+            let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 2 + i * COLUMNS + c)).collect();
+            format!("({}, 'PENDING', $1, $1)", p.join(", "))
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $6)",
-    )
-    .bind(attempt.order_id.as_str())
-    .bind(customer_id)
-    .bind(request_id)
-    .bind(&attempt.fingerprint)
-    .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(())
+         VALUES {} ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        rows.join(", ")
+    );
+    // The statement holds only numbered placeholders; every value is bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+    for new in attempts {
+        let p = &new.attempt.priced;
+        let priced = PricedJson {
+            store_id: p.store_id.clone(),
+            store_name: p.store_name.clone(),
+            currency: p.total.currency().code().to_owned(),
+            total: p.total.amount_minor(),
+            address: p.delivery_address.clone(),
+            lines: lines_json(&p.lines),
+        };
+        query = query
+            .bind(new.attempt.order_id.as_str())
+            .bind(&new.customer_id)
+            .bind(&new.request_id)
+            .bind(&new.attempt.fingerprint)
+            .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?);
+    }
+    Ok(query.fetch_all(db).await?.into_iter().collect())
+}
+
+/// Settles PENDING attempts as PLACED with their payments, in one statement.
+/// Returns the ids settled now; an id missing from it was settled before.
+pub async fn settle_placed(conn: &mut AnyConnection, placed: &[(&OrderId, &str)]) -> Result<HashSet<String>, sqlx::Error> {
+    if placed.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let cases: Vec<String> = (0..placed.len()).map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i)).collect();
+    let ids: Vec<String> = (0..placed.len()).map(|i| format!("${}", 2 + 2 * i)).collect();
+    let sql = format!(
+        "UPDATE order_attempts SET state = 'PLACED', updated_at = $1, payment_id = CASE order_id {} END \
+         WHERE state = 'PENDING' AND order_id IN ({}) RETURNING order_id",
+        cases.join(" "),
+        ids.join(", ")
+    );
+    // The statement holds only numbered placeholders; every value is bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+    for (order_id, payment_id) in placed {
+        query = query.bind(order_id.as_str()).bind(*payment_id);
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
 /// Settles a PENDING attempt. Returns false if it was settled already.
@@ -274,34 +317,48 @@ pub async fn orders_of_customer<'c>(
     .collect()
 }
 
-/// Stores a newly placed order.
-pub async fn insert_order(conn: &mut AnyConnection, o: &Order) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
-         payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
-         updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-    )
-    .bind(o.id.as_str())
-    .bind(&o.customer_id)
-    .bind(&o.store_id)
-    .bind(&o.store_name)
-    .bind(serde_json::to_string(&lines_json(&o.lines)).map_err(|e| sqlx::Error::Encode(e.into()))?)
-    .bind(o.total.currency().code())
-    .bind(o.total.amount_minor())
-    .bind(&o.delivery_address)
-    .bind(&o.payment_id)
-    .bind(o.placed_at.as_micros())
-    .bind(o.kitchen.map(|(s, _)| kitchen_text(s)))
-    .bind(o.kitchen.map_or(0, |(_, v)| v))
-    .bind(cancellation_text(o.cancellation))
-    .bind(o.refunded_at.map(Timestamp::as_micros))
-    .bind(status_name(o.status))
-    .bind(&o.status_reason)
-    .bind(timeline_json(&o.timeline)?)
-    .bind(o.updated_at.as_micros())
-    .bind(o.version)
-    .execute(conn)
-    .await?;
+/// Stores newly placed orders, in one statement.
+pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 19;
+    for chunk in orders.chunks(50) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
+             payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
+             updated_at, version) VALUES {}",
+            rows.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for o in chunk {
+            query = query
+                .bind(o.id.as_str())
+                .bind(&o.customer_id)
+                .bind(&o.store_id)
+                .bind(&o.store_name)
+                .bind(serde_json::to_string(&lines_json(&o.lines)).map_err(|e| sqlx::Error::Encode(e.into()))?)
+                .bind(o.total.currency().code().to_owned())
+                .bind(o.total.amount_minor())
+                .bind(&o.delivery_address)
+                .bind(&o.payment_id)
+                .bind(o.placed_at.as_micros())
+                .bind(o.kitchen.map(|(s, _)| kitchen_text(s)))
+                .bind(o.kitchen.map_or(0, |(_, v)| v))
+                .bind(cancellation_text(o.cancellation))
+                .bind(o.refunded_at.map(Timestamp::as_micros))
+                .bind(status_name(o.status))
+                .bind(&o.status_reason)
+                .bind(timeline_json(&o.timeline)?)
+                .bind(o.updated_at.as_micros())
+                .bind(o.version);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

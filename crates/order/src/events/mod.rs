@@ -6,6 +6,7 @@ use std::sync::Arc;
 use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     convert as pconvert,
+    infra::{ConsumerSettings, Infra},
     messaging::{self, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, subjects},
     outbox::OutboxMessage,
     time::Timestamp,
@@ -67,18 +68,14 @@ pub fn order_message(event: &OrderEvent, occurred_at: Timestamp) -> OutboxMessag
     OutboxMessage::new(subject, event_id, &pb::OrderEvent { metadata: Some(metadata), event: Some(body) })
 }
 
-/// The consumers of this service.
-pub fn consumers(batch_size: usize) -> [ConsumerSpec; 3] {
+/// The consumers of this service: catalogs (from the latest of each store),
+/// kitchen events and refunds.
+pub fn consumers(settings: &ConsumerSettings) -> [ConsumerSpec; 3] {
+    let catalog = ConsumerSpec { latest_per_subject: true, ..Infra::consumer(settings, STORE_CATALOG, CATALOG_CONSUMER, &[]) };
     [
-        ConsumerSpec { stream: STORE_CATALOG, durable: CATALOG_CONSUMER, filter_subjects: Vec::new(), latest_per_subject: true, batch_size },
-        ConsumerSpec { stream: STORE_EVENTS, durable: KITCHEN_CONSUMER, filter_subjects: Vec::new(), latest_per_subject: false, batch_size },
-        ConsumerSpec {
-            stream: PAYMENT_EVENTS,
-            durable: PAYMENT_CONSUMER,
-            filter_subjects: vec![subjects::PAYMENT_REFUNDED.to_owned()],
-            latest_per_subject: false,
-            batch_size,
-        },
+        catalog,
+        Infra::consumer(settings, STORE_EVENTS, KITCHEN_CONSUMER, &[]),
+        Infra::consumer(settings, PAYMENT_EVENTS, PAYMENT_CONSUMER, &[subjects::PAYMENT_REFUNDED]),
     ]
 }
 

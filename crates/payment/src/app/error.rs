@@ -32,7 +32,16 @@ pub enum Error {
     /// Only captured payments can be refunded.
     #[error("a {0:?} payment cannot be refunded")]
     NotRefundable(PaymentStatus),
+    /// The service is stopping.
+    #[error("the service is stopping")]
+    Stopping,
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl From<foodmesh_platform::group_commit::Stopped> for Error {
+    fn from(_: foodmesh_platform::group_commit::Stopped) -> Self {
+        Error::Stopping
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use foodmesh_platform::{
     auth::Principal,
     db::Database,
+    group_commit::GroupCommit,
     inbox,
     outbox::{self, OutboxSignal},
     time::Timestamp,
@@ -14,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     db,
-    domain::{self, Authorization, ChargeCommand, Payment, PaymentError, PaymentStatus},
+    domain::{self, Authorization, ChargeCommand, Payment, PaymentError, PaymentEvent, PaymentStatus},
     events,
 };
 
@@ -64,6 +65,30 @@ pub struct PaymentApp {
     db: Database,
     outbox: OutboxSignal,
     network: Arc<dyn CardNetwork>,
+    charges: GroupCommit<Payment, bool, Error>,
+}
+
+/// The most charges written by one group commit.
+const GROUP_COMMIT: usize = 128;
+
+/// Stores decided charges together, each captured one with its
+/// `PaymentCaptured` event, in one transaction. `false` for a charge that lost
+/// to a stored one with the same key or order.
+async fn store_charges(db: &Database, outbox: &OutboxSignal, payments: Vec<Payment>) -> Result<Vec<bool>, Error> {
+    let now = Timestamp::now();
+    let mut tx = db.begin().await?;
+    let stored = db::insert_all(&mut tx, &payments).await?;
+    let messages: Vec<_> = payments
+        .iter()
+        .filter(|p| p.status == PaymentStatus::Captured && stored.contains(p.id.as_str()))
+        .map(|p| events::outbox_message(&PaymentEvent::Captured(p.clone()), now))
+        .collect();
+    outbox::enqueue_all(&mut tx, &messages).await?;
+    tx.commit().await?;
+    if !messages.is_empty() {
+        outbox.notify();
+    }
+    Ok(payments.iter().map(|p| stored.contains(p.id.as_str())).collect())
 }
 
 impl std::fmt::Debug for PaymentApp {
@@ -75,7 +100,14 @@ impl std::fmt::Debug for PaymentApp {
 impl PaymentApp {
     /// The use cases over `db`, charging through `network`.
     pub fn new(db: Database, outbox: OutboxSignal, network: Arc<dyn CardNetwork>) -> Self {
-        Self { db, outbox, network }
+        let charges = {
+            let (db, outbox) = (db.clone(), outbox.clone());
+            GroupCommit::start(GROUP_COMMIT, move |payments: Vec<Payment>| {
+                let (db, outbox) = (db.clone(), outbox.clone());
+                async move { store_charges(&db, &outbox, payments).await }
+            })
+        };
+        Self { db, outbox, network, charges }
     }
 
     /// Charges once per idempotency key: a repeat returns the stored outcome.
@@ -84,28 +116,14 @@ impl PaymentApp {
             return replay(existing, &command);
         }
         let authorization = self.network.authorize(&command).await;
-        let now = Timestamp::now();
-        let (payment, event) = Payment::from_authorization(command.clone(), authorization, now);
-
-        let mut tx = self.db.begin().await?;
-        if let Err(err) = db::insert(&mut tx, &payment).await {
-            if !is_unique_violation(&err) {
-                return Err(err.into());
-            }
+        let (payment, _) = Payment::from_authorization(command.clone(), authorization, Timestamp::now());
+        if !self.charges.submit(payment.clone()).await? {
             // A concurrent charge with this key won, or the order is paid by
             // another key; the stored row decides.
-            tx.rollback().await?;
             return match db::by_key(self.db.writer(), &command.idempotency_key).await? {
                 Some(existing) => replay(existing, &command),
                 None => Err(Error::OrderAlreadyCharged(command.order_id)),
             };
-        }
-        if let Some(event) = &event {
-            outbox::enqueue(&mut tx, &events::outbox_message(event, now)).await?;
-        }
-        tx.commit().await?;
-        if event.is_some() {
-            self.outbox.notify();
         }
         tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = ?payment.status, "charge decided");
         outcome(payment)
@@ -192,9 +210,6 @@ fn outcome(payment: Payment) -> Result<Payment, Error> {
     }
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
-}
 
 impl From<PaymentError> for Error {
     fn from(err: PaymentError) -> Self {

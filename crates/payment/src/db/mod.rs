@@ -1,5 +1,7 @@
 //! Every SQL statement of the payment service.
 
+use std::collections::HashSet;
+
 use foodmesh_platform::{
     db::Migrations,
     money::{Currency, Money},
@@ -46,29 +48,45 @@ pub async fn by_order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str)
         .fetch_optional(db).await?.map(|r| payment(&r)).transpose()
 }
 
-/// Stores a new payment. A second payment with the same idempotency key or
-/// order fails with a unique violation, which the caller resolves.
-pub async fn insert(conn: &mut AnyConnection, p: &Payment) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO payments (payment_id, idempotency_key, order_id, customer_id, currency, amount_minor, \
-         fingerprint, status, decline_reason, refund_reason, created_at, refunded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(p.id.as_str())
-    .bind(&p.idempotency_key)
-    .bind(&p.order_id)
-    .bind(&p.customer_id)
-    .bind(p.amount.currency().code())
-    .bind(p.amount.amount_minor())
-    .bind(&p.fingerprint)
-    .bind(status_text(p.status))
-    .bind(&p.decline_reason)
-    .bind(&p.refund_reason)
-    .bind(p.created_at.as_micros())
-    .bind(p.refunded_at.map(Timestamp::as_micros))
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Stores new payments in one statement. Returns the ids stored; a payment
+/// missing from it lost to an existing one with the same idempotency key or
+/// order, which the caller then reads.
+pub async fn insert_all(conn: &mut AnyConnection, payments: &[Payment]) -> Result<HashSet<String>, sqlx::Error> {
+    const COLUMNS: usize = 12;
+    let mut stored = HashSet::new();
+    for chunk in payments.chunks(80) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO payments (payment_id, idempotency_key, order_id, customer_id, currency, amount_minor, \
+             fingerprint, status, decline_reason, refund_reason, created_at, refunded_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING payment_id",
+            rows.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            query = query
+                .bind(p.id.as_str())
+                .bind(&p.idempotency_key)
+                .bind(&p.order_id)
+                .bind(&p.customer_id)
+                .bind(p.amount.currency().code().to_owned())
+                .bind(p.amount.amount_minor())
+                .bind(&p.fingerprint)
+                .bind(status_text(p.status))
+                .bind(&p.decline_reason)
+                .bind(&p.refund_reason)
+                .bind(p.created_at.as_micros())
+                .bind(p.refunded_at.map(Timestamp::as_micros));
+        }
+        stored.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(stored)
 }
 
 /// Marks a captured payment refunded. Returns false if it was no longer

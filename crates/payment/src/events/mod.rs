@@ -6,6 +6,7 @@ use std::sync::Arc;
 use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     convert,
+    infra::{ConsumerSettings, Infra},
     messaging::{self, STORE_EVENTS, subjects},
     outbox::OutboxMessage,
     time::Timestamp,
@@ -57,14 +58,8 @@ pub fn outbox_message(event: &PaymentEvent, occurred_at: Timestamp) -> OutboxMes
 }
 
 /// Which store events this service consumes.
-pub fn refund_consumer(batch_size: usize) -> ConsumerSpec {
-    ConsumerSpec {
-        stream: STORE_EVENTS,
-        durable: REFUND_CONSUMER,
-        filter_subjects: vec![subjects::STORE_ORDER_CANCELLED.to_owned(), subjects::STORE_ORDER_REJECTED.to_owned()],
-        latest_per_subject: false,
-        batch_size,
-    }
+pub fn refund_consumer(settings: &ConsumerSettings) -> ConsumerSpec {
+    Infra::consumer(settings, STORE_EVENTS, REFUND_CONSUMER, &[subjects::STORE_ORDER_CANCELLED, subjects::STORE_ORDER_REJECTED])
 }
 
 /// Refunds the payment of every order the store cancelled or rejected.

@@ -4,7 +4,8 @@
 -- period so a stream can be fed again.
 CREATE TABLE outbox (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id   TEXT   NOT NULL UNIQUE,
+    -- A UUID: the Nats-Msg-Id header. Not indexed: nothing looks rows up by it.
+    event_id   TEXT   NOT NULL,
     subject    TEXT   NOT NULL,
     payload    BYTEA  NOT NULL,
     headers    TEXT   NOT NULL DEFAULT '',

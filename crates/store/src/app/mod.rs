@@ -215,41 +215,48 @@ impl StoreApp {
         Ok(())
     }
 
-    /// Moves every order that is due one step on. Returns how many moved.
+    /// Moves every order that is due one step on, in one transaction with one
+    /// update statement. Returns how many moved.
     pub async fn run_kitchen_once(&self) -> Result<usize, Error> {
         let now = Timestamp::now();
         let due = db::due_orders(self.db.reader(), now, KITCHEN_BATCH).await?;
         if due.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.db.begin().await?;
-        let mut moved = 0;
-        let mut messages = Vec::new();
+        let mut moved = Vec::with_capacity(due.len());
         for mut order in due {
             let read_version = order.version;
             let action = match order.status {
-                Status::Received => Action::StartCooking,
-                Status::Cooking => Action::StartDelivery,
-                Status::Delivering => Action::CompleteDelivery,
-                Status::Delivered | Status::Cancelled | Status::Rejected => {
-                    db::update_order(&mut tx, &order, read_version, None).await?;
-                    continue;
-                }
+                Status::Received => Some(Action::StartCooking),
+                Status::Cooking => Some(Action::StartDelivery),
+                Status::Delivering => Some(Action::CompleteDelivery),
+                // Settled since it was scheduled: only clear its schedule.
+                Status::Delivered | Status::Cancelled | Status::Rejected => None,
             };
-            if let Ok(Some(event)) = order.apply(&action, now) {
-                // A false here means staff or another replica moved it first.
-                if db::update_order(&mut tx, &order, read_version, self.kitchen.next_step_at(order.status, now)).await? {
-                    messages.push(events::kitchen_message(&event, now));
-                    moved += 1;
-                }
-            }
+            let event = match action.map(|a| order.apply(&a, now)) {
+                Some(Ok(Some(event))) => Some(event),
+                _ => None,
+            };
+            moved.push((order, read_version, event));
         }
+        let steps: Vec<db::Step<'_>> = moved
+            .iter()
+            .map(|(order, read_version, _)| db::Step { order, read_version: *read_version, auto_next_at: self.kitchen.next_step_at(order.status, now) })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        // An id missing from `saved` was moved by staff or another replica first.
+        let saved = db::save_steps(&mut tx, &steps, now).await?;
+        let messages: Vec<_> = moved
+            .iter()
+            .filter(|(order, _, _)| saved.contains(&order.order_id))
+            .filter_map(|(_, _, event)| event.as_ref().map(|e| events::kitchen_message(e, now)))
+            .collect();
         outbox::enqueue_all(&mut tx, &messages).await?;
         tx.commit().await?;
-        if moved > 0 {
+        if !messages.is_empty() {
             self.outbox.notify();
         }
-        Ok(moved)
+        Ok(messages.len())
     }
 }
 

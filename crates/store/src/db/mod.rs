@@ -234,6 +234,54 @@ pub async fn update_order(
     Ok(done.rows_affected() == 1)
 }
 
+/// One order's new kitchen state, to save if it is still at `read_version`.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The order after the change.
+    pub order: &'a StoreOrder,
+    /// The version it was read at.
+    pub read_version: i64,
+    /// When the auto-kitchen moves it next.
+    pub auto_next_at: Option<Timestamp>,
+}
+
+/// Saves the new state of many orders in one statement, each only if nobody
+/// changed it since it was read. Returns the ids saved.
+pub async fn save_steps(conn: &mut AnyConnection, steps: &[Step<'_>], now: Timestamp) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut saved = std::collections::HashSet::new();
+    for chunk in steps.chunks(100) {
+        // $1 is the time; each step binds id, status, new version, next step, read version.
+        let p = |i: usize, k: usize| format!("${}", 2 + 5 * i + k);
+        let case = |k: usize, cast: bool| {
+            let arms: Vec<String> = (0..chunk.len())
+                .map(|i| if cast { format!("WHEN {} THEN CAST({} AS BIGINT)", p(i, 0), p(i, k)) } else { format!("WHEN {} THEN {}", p(i, 0), p(i, k)) })
+                .collect();
+            format!("CASE order_id {} END", arms.join(" "))
+        };
+        let keys: Vec<String> = (0..chunk.len()).map(|i| format!("({}, CAST({} AS BIGINT))", p(i, 0), p(i, 4))).collect();
+        let sql = format!(
+            "UPDATE store_orders SET status = {}, version = {}, auto_next_at = {}, updated_at = $1 \
+             WHERE (order_id, version) IN (VALUES {}) RETURNING order_id",
+            case(1, false),
+            case(2, true),
+            case(3, true),
+            keys.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now.as_micros());
+        for step in chunk {
+            query = query
+                .bind(step.order.order_id.as_str())
+                .bind(status_text(step.order.status))
+                .bind(step.order.version)
+                .bind(step.auto_next_at.map(Timestamp::as_micros))
+                .bind(step.read_version);
+        }
+        saved.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(saved)
+}
+
 /// Orders the auto-kitchen should move on by `now`, oldest due first.
 pub async fn due_orders<'c>(db: impl Executor<'c, Database = Any>, now: Timestamp, limit: i64) -> Result<Vec<StoreOrder>, sqlx::Error> {
     sqlx::query(select_orders_where!("auto_next_at <= $1 ORDER BY auto_next_at LIMIT $2"))

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
+    infra::{ConsumerSettings, Infra},
     messaging::{self, ORDER_EVENTS, subjects},
     outbox::OutboxMessage,
     time::Timestamp,
@@ -83,8 +84,8 @@ pub fn catalog_message(catalog: &Catalog, occurred_at: Timestamp) -> OutboxMessa
 }
 
 /// The order events this service consumes: all of them.
-pub fn order_consumer(batch_size: usize) -> ConsumerSpec {
-    ConsumerSpec { stream: ORDER_EVENTS, durable: ORDER_CONSUMER, filter_subjects: Vec::new(), latest_per_subject: false, batch_size }
+pub fn order_consumer(settings: &ConsumerSettings) -> ConsumerSpec {
+    Infra::consumer(settings, ORDER_EVENTS, ORDER_CONSUMER, &[])
 }
 
 /// Applies placed orders and cancellation requests.
