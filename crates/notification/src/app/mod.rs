@@ -37,6 +37,9 @@ pub enum Error {
     Db(#[from] sqlx::Error),
 }
 
+/// How long the dispatcher waits after a wake-up, so one round sends (and
+/// marks) what several transactions wrote.
+const DISPATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// How many due messages one dispatch round takes.
 const DISPATCH_BATCH: i64 = 256;
 /// How often a watcher looks for new messages without a local signal (another
@@ -133,7 +136,10 @@ impl NotificationApp {
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = self.due.notified() => {}
+                () = self.due.notified() => {
+                    // Let the messages of the next few milliseconds join this round.
+                    tokio::time::sleep(DISPATCH_LINGER).await;
+                }
                 () = tokio::time::sleep(sweep) => {}
             }
         }

@@ -486,11 +486,10 @@ impl OrderApp {
                 changed.push(update.order_id());
             }
         }
-        for order_id in &changed {
-            let (order, read_version) = &orders[*order_id];
-            if !db::update_order(&mut tx, order, *read_version).await? {
-                return Err(Error::Conflict);
-            }
+        let writes: Vec<(&Order, i64)> = changed.iter().map(|id| (&orders[*id].0, orders[*id].1)).collect();
+        if db::update_orders(&mut tx, &writes).await?.len() != writes.len() {
+            // Another replica changed one of them since it was read: retry the batch.
+            return Err(Error::Conflict);
         }
         tx.commit().await?;
         for order_id in changed {

@@ -385,6 +385,52 @@ pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version:
     Ok(done.rows_affected() == 1)
 }
 
+/// Saves the view of many orders in one statement, each only if it is still
+/// at the version it was read at. Returns the ids saved; a missing one was
+/// changed by another writer first.
+pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -> Result<HashSet<String>, sqlx::Error> {
+    const COLUMNS: usize = 11;
+    let mut saved = HashSet::new();
+    for chunk in orders.chunks(80) {
+        // column1 id, column2 read version, column3 kitchen status, column4 kitchen
+        // version, column5 cancellation, column6 refunded at, column7 status,
+        // column8 reason, column9 timeline, column10 updated at, column11 version.
+        // Integers are cast so PostgreSQL types the VALUES columns.
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |c: usize| format!("${}", 1 + i * COLUMNS + c);
+                let int = |c: usize| format!("CAST({} AS BIGINT)", p(c));
+                format!("({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})", p(0), int(1), p(2), int(3), p(4), int(5), p(6), p(7), p(8), int(9), int(10))
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE orders SET kitchen_status = v.column3, kitchen_version = v.column4, cancellation = v.column5, \
+             refunded_at = v.column6, status = v.column7, status_reason = v.column8, timeline = v.column9, \
+             updated_at = v.column10, version = v.column11 \
+             FROM (VALUES {}) AS v WHERE orders.order_id = v.column1 AND orders.version = v.column2 RETURNING orders.order_id",
+            rows.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for (o, read_version) in chunk {
+            query = query
+                .bind(o.id.as_str())
+                .bind(*read_version)
+                .bind(o.kitchen.map(|(s, _)| kitchen_text(s)))
+                .bind(o.kitchen.map_or(0, |(_, v)| v))
+                .bind(cancellation_text(o.cancellation))
+                .bind(o.refunded_at.map(Timestamp::as_micros))
+                .bind(status_name(o.status))
+                .bind(&o.status_reason)
+                .bind(timeline_json(&o.timeline)?)
+                .bind(o.updated_at.as_micros())
+                .bind(o.version);
+        }
+        saved.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(saved)
+}
+
 fn timeline_json(timeline: &[StatusChange]) -> Result<String, sqlx::Error> {
     let json: Vec<ChangeJson> = timeline
         .iter()

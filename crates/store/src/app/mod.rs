@@ -195,14 +195,13 @@ impl StoreApp {
             };
             emitted.extend(event);
         }
+        let next = |o: &StoreOrder| self.kitchen.next_step_at(o.status, now);
+        let new: Vec<_> = orders.values().filter(|t| t.dirty && t.read_version.is_none()).map(|t| (&t.order, next(&t.order))).collect();
+        db::insert_orders(&mut tx, &new).await?;
         for tracked in orders.values().filter(|t| t.dirty) {
-            let next = self.kitchen.next_step_at(tracked.order.status, now);
-            match tracked.read_version {
-                None => db::insert_order(&mut tx, &tracked.order, next).await?,
-                Some(read) => {
-                    if !db::update_order(&mut tx, &tracked.order, read, next).await? {
-                        return Err(Error::Conflict);
-                    }
+            if let Some(read) = tracked.read_version {
+                if !db::update_order(&mut tx, &tracked.order, read, next(&tracked.order)).await? {
+                    return Err(Error::Conflict);
                 }
             }
         }

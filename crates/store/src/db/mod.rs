@@ -181,28 +181,42 @@ pub async fn orders_of_store<'c>(
     query.fetch_all(db).await?.iter().map(store_order).collect()
 }
 
-/// Stores a new order.
-pub async fn insert_order(conn: &mut AnyConnection, o: &StoreOrder, auto_next_at: Option<Timestamp>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO store_orders (order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, \
-         status, version, reason, received_at, updated_at, auto_next_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&o.order_id)
-    .bind(&o.store_id)
-    .bind(&o.customer_id)
-    .bind(lines_json(&o.lines))
-    .bind(o.total.map_or_else(String::new, |t| t.currency().code().to_owned()))
-    .bind(o.total.map_or(0, |t| t.amount_minor()))
-    .bind(&o.delivery_address)
-    .bind(status_text(o.status))
-    .bind(o.version)
-    .bind(&o.reason)
-    .bind(o.received_at.as_micros())
-    .bind(o.updated_at.as_micros())
-    .bind(auto_next_at.map(Timestamp::as_micros))
-    .execute(conn)
-    .await?;
+/// Stores new orders, each with when the auto-kitchen moves it next, in one
+/// statement.
+pub async fn insert_orders(conn: &mut AnyConnection, orders: &[(&StoreOrder, Option<Timestamp>)]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 13;
+    for chunk in orders.chunks(70) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO store_orders (order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, \
+             status, version, reason, received_at, updated_at, auto_next_at) VALUES {}",
+            rows.join(", ")
+        );
+        // The statement holds only numbered placeholders; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (o, auto_next_at) in chunk {
+            query = query
+                .bind(&o.order_id)
+                .bind(&o.store_id)
+                .bind(&o.customer_id)
+                .bind(lines_json(&o.lines))
+                .bind(o.total.map_or_else(String::new, |t| t.currency().code().to_owned()))
+                .bind(o.total.map_or(0, |t| t.amount_minor()))
+                .bind(&o.delivery_address)
+                .bind(status_text(o.status))
+                .bind(o.version)
+                .bind(&o.reason)
+                .bind(o.received_at.as_micros())
+                .bind(o.updated_at.as_micros())
+                .bind(auto_next_at.map(Timestamp::as_micros));
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
