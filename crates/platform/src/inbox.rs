@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sqlx::AnyConnection;
 
-use crate::time::Timestamp;
+use crate::{db::Params, time::Timestamp};
 
 /// Records that `consumer` is applying `event_id` now. Returns `false` if it
 /// was applied before: the caller then skips the effect (and still acks).
@@ -22,16 +22,16 @@ pub async fn first_deliveries<S: AsRef<str>>(conn: &mut AnyConnection, consumer:
     if event_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    // ($1, $3, $2), ($1, $4, $2), ...: consumer and time bound once.
-    let rows: Vec<String> = (0..event_ids.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
+    let mut p = Params::new(conn);
     let sql = format!(
         "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
-        rows.join(", ")
+        p.rows(event_ids.len(), 3)
     );
-    // The statement holds only numbered placeholders; every value is bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(Timestamp::now().as_micros());
+    let now = Timestamp::now().as_micros();
+    // The statement holds only placeholders; every value is bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
     for id in event_ids {
-        query = query.bind(id.as_ref());
+        query = query.bind(consumer).bind(id.as_ref()).bind(now);
     }
     Ok(query.fetch_all(conn).await?.into_iter().collect())
 }

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db::{Database, placeholders},
+    db::{Database, Params},
     time::Timestamp,
 };
 
@@ -65,13 +65,14 @@ pub async fn enqueue(conn: &mut AnyConnection, message: &OutboxMessage) -> Resul
 pub async fn enqueue_all(conn: &mut AnyConnection, messages: &[OutboxMessage]) -> Result<(), sqlx::Error> {
     // A few hundred rows per statement stay far below every engine's limit on
     // bound parameters.
+    let now = Timestamp::now().as_micros();
     for chunk in messages.chunks(200) {
-        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4)).collect();
-        let sql = format!("INSERT INTO outbox (event_id, subject, payload, created_at) VALUES {}", rows.join(", "));
-        // The statement holds only numbered placeholders; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+        let mut p = Params::new(conn);
+        let sql = format!("INSERT INTO outbox (event_id, subject, payload, created_at) VALUES {}", p.rows(chunk.len(), 4));
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for m in chunk {
-            query = query.bind(&m.event_id).bind(&m.subject).bind(&m.payload);
+            query = query.bind(&m.event_id).bind(&m.subject).bind(&m.payload).bind(now);
         }
         query.execute(&mut *conn).await?;
     }
@@ -226,13 +227,15 @@ impl Relay {
             }
         }
         if !sent.is_empty() {
-            let sql = format!("UPDATE outbox SET sent_at = $1 WHERE id IN ({})", placeholders(2, sent.len()));
-            // The statement text holds only numbered placeholders, no data.
+            let mut conn = self.db.writer().acquire().await?;
+            let mut p = Params::new(&conn);
+            let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.next(), p.list(sent.len()));
+            // The statement holds only placeholders; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
             for id in &sent {
                 query = query.bind(*id);
             }
-            query.execute(self.db.writer()).await?;
+            query.execute(&mut *conn).await?;
         }
         report.sent = sent.len();
         Ok(report)

@@ -1,7 +1,7 @@
 //! Every SQL statement of the notification service.
 
 use foodmesh_platform::{
-    db::{Migrations, placeholders},
+    db::{Migrations, Params},
     time::Timestamp,
 };
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
@@ -29,21 +29,17 @@ macro_rules! select_where {
 /// once. Returns the customers of the notifications stored.
 pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]) -> Result<Vec<String>, sqlx::Error> {
     let mut stored = Vec::new();
+    let now = Timestamp::now().as_micros();
     for chunk in notifications.chunks(100) {
-        const COLUMNS: usize = 8;
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 2 + i * COLUMNS + c)).collect();
-                format!("({}, 'PENDING', 0, $1, $1)", p.join(", "))
-            })
-            .collect();
+        let mut p = Params::new(conn);
+        let rows: Vec<String> = chunk.iter().map(|_| format!("({}, 'PENDING', 0)", p.list(10))).collect();
         let sql = format!(
             "INSERT INTO notifications (notification_id, customer_id, order_id, kind, title, body, channel, occurred_at, \
-             status, attempts, created_at, next_attempt_at) VALUES {} ON CONFLICT (order_id, kind) DO NOTHING RETURNING customer_id",
+             created_at, next_attempt_at, status, attempts) VALUES {} ON CONFLICT (order_id, kind) DO NOTHING RETURNING customer_id",
             rows.join(", ")
         );
-        // The statement holds only numbered placeholders; every value is bound.
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
         for n in chunk {
             query = query
                 .bind(&n.notification_id)
@@ -53,7 +49,9 @@ pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]
                 .bind(&n.title)
                 .bind(&n.body)
                 .bind(&n.channel)
-                .bind(n.occurred_at.as_micros());
+                .bind(n.occurred_at.as_micros())
+                .bind(now)
+                .bind(now);
         }
         stored.extend(query.fetch_all(&mut *conn).await?);
     }
@@ -77,12 +75,14 @@ pub async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64], at: Timestamp) ->
     if seqs.is_empty() {
         return Ok(());
     }
+    let mut p = Params::new(conn);
     let sql = format!(
-        "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = $1, next_attempt_at = NULL, last_error = '' \
+        "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = {}, next_attempt_at = NULL, last_error = '' \
          WHERE status = 'PENDING' AND seq IN ({})",
-        placeholders(2, seqs.len())
+        p.next(),
+        p.list(seqs.len())
     );
-    // The statement holds only numbered placeholders; every value is bound.
+    // The statement holds only placeholders; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.as_micros());
     for seq in seqs {
         query = query.bind(*seq);

@@ -237,7 +237,8 @@ impl OrderApp {
             GroupCommit::start(GROUP_COMMIT, move |items: Vec<NewAttempt>| {
                 let db = db.clone();
                 async move {
-                    let recorded = db::insert_attempts(db.writer(), &items).await?;
+                    let mut conn = db.writer().acquire().await?;
+                    let recorded = db::insert_attempts(&mut conn, &items).await?;
                     Ok(items.iter().map(|n| recorded.contains(n.attempt.order_id.as_str())).collect())
                 }
             })

@@ -1,7 +1,7 @@
 //! Every SQL statement of the order service.
 
 use foodmesh_platform::{
-    db::Migrations,
+    db::{Migrations, Params},
     money::{Currency, Money},
     paging::Cursor,
     time::Timestamp,
@@ -167,24 +167,19 @@ pub struct NewAttempt {
 /// Records new attempts as PENDING in one statement. Returns the ids recorded
 /// now; an id missing from it already had an attempt (a concurrent request
 /// with the same request id).
-pub async fn insert_attempts(db: impl Executor<'_, Database = Any>, attempts: &[NewAttempt]) -> Result<HashSet<String>, sqlx::Error> {
+pub async fn insert_attempts(conn: &mut AnyConnection, attempts: &[NewAttempt]) -> Result<HashSet<String>, sqlx::Error> {
     if attempts.is_empty() {
         return Ok(HashSet::new());
     }
-    const COLUMNS: usize = 5;
-    let rows: Vec<String> = (0..attempts.len())
-        .map(|i| {
-            let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 2 + i * COLUMNS + c)).collect();
-            format!("({}, 'PENDING', $1, $1)", p.join(", "))
-        })
-        .collect();
+    let mut p = Params::new(conn);
     let sql = format!(
         "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
          VALUES {} ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-        rows.join(", ")
+        p.rows(attempts.len(), 8)
     );
-    // The statement holds only numbered placeholders; every value is bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
+    let now = Timestamp::now().as_micros();
+    // The statement holds only placeholders; every value is bound.
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
     for new in attempts {
         let p = &new.attempt.priced;
         let priced = PricedJson {
@@ -200,9 +195,12 @@ pub async fn insert_attempts(db: impl Executor<'_, Database = Any>, attempts: &[
             .bind(&new.customer_id)
             .bind(&new.request_id)
             .bind(&new.attempt.fingerprint)
-            .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?);
+            .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?)
+            .bind("PENDING")
+            .bind(now)
+            .bind(now);
     }
-    Ok(query.fetch_all(db).await?.into_iter().collect())
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
 /// Settles PENDING attempts as PLACED with their payments, in one statement.
@@ -211,18 +209,22 @@ pub async fn settle_placed(conn: &mut AnyConnection, placed: &[(&OrderId, &str)]
     if placed.is_empty() {
         return Ok(HashSet::new());
     }
-    let cases: Vec<String> = (0..placed.len()).map(|i| format!("WHEN ${} THEN ${}", 2 + 2 * i, 3 + 2 * i)).collect();
-    let ids: Vec<String> = (0..placed.len()).map(|i| format!("${}", 2 + 2 * i)).collect();
+    let mut p = Params::new(conn);
+    let updated_at = p.next();
+    let cases: Vec<String> = placed.iter().map(|_| format!("WHEN {} THEN {}", p.next(), p.next())).collect();
+    let ids = p.list(placed.len());
     let sql = format!(
-        "UPDATE order_attempts SET state = 'PLACED', updated_at = $1, payment_id = CASE order_id {} END \
-         WHERE state = 'PENDING' AND order_id IN ({}) RETURNING order_id",
-        cases.join(" "),
-        ids.join(", ")
+        "UPDATE order_attempts SET state = 'PLACED', updated_at = {updated_at}, payment_id = CASE order_id {} END \
+         WHERE state = 'PENDING' AND order_id IN ({ids}) RETURNING order_id",
+        cases.join(" ")
     );
-    // The statement holds only numbered placeholders; every value is bound.
+    // The statement holds only placeholders; every value is bound.
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
     for (order_id, payment_id) in placed {
         query = query.bind(order_id.as_str()).bind(*payment_id);
+    }
+    for (order_id, _) in placed {
+        query = query.bind(order_id.as_str());
     }
     Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
@@ -285,8 +287,8 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("{}({})", select_orders_where!("order_id IN "), foodmesh_platform::db::placeholders(1, order_ids.len()));
-    // The statement holds only numbered placeholders; every id is bound.
+    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).list(order_ids.len()));
+    // The statement holds only placeholders; every id is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in order_ids {
         query = query.bind(*id);
@@ -321,19 +323,13 @@ pub async fn orders_of_customer<'c>(
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 19;
     for chunk in orders.chunks(50) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
              payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
              updated_at, version) VALUES {}",
-            rows.join(", ")
+            Params::new(conn).rows(chunk.len(), COLUMNS)
         );
-        // The statement holds only numbered placeholders; every value is bound.
+        // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for o in chunk {
             query = query
@@ -396,11 +392,13 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
         // version, column5 cancellation, column6 refunded at, column7 status,
         // column8 reason, column9 timeline, column10 updated at, column11 version.
         // Integers are cast so PostgreSQL types the VALUES columns.
+        let mut p = Params::new(conn);
         let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = |c: usize| format!("${}", 1 + i * COLUMNS + c);
-                let int = |c: usize| format!("CAST({} AS BIGINT)", p(c));
-                format!("({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})", p(0), int(1), p(2), int(3), p(4), int(5), p(6), p(7), p(8), int(9), int(10))
+            .map(|_| {
+                let columns: Vec<String> = (0..COLUMNS)
+                    .map(|c| if [1, 3, 5, 9, 10].contains(&c) { format!("CAST({} AS BIGINT)", p.next()) } else { p.next() })
+                    .collect();
+                format!("({})", columns.join(", "))
             })
             .collect();
         let sql = format!(
@@ -410,7 +408,7 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
              FROM (VALUES {}) AS v WHERE orders.order_id = v.column1 AND orders.version = v.column2 RETURNING orders.order_id",
             rows.join(", ")
         );
-        // The statement holds only numbered placeholders; every value is bound.
+        // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
         for (o, read_version) in chunk {
             query = query

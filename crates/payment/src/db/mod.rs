@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use foodmesh_platform::{
-    db::Migrations,
+    db::{Migrations, Params},
     money::{Currency, Money},
     time::Timestamp,
 };
@@ -55,19 +55,13 @@ pub async fn insert_all(conn: &mut AnyConnection, payments: &[Payment]) -> Resul
     const COLUMNS: usize = 12;
     let mut stored = HashSet::new();
     for chunk in payments.chunks(80) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO payments (payment_id, idempotency_key, order_id, customer_id, currency, amount_minor, \
              fingerprint, status, decline_reason, refund_reason, created_at, refunded_at) VALUES {} \
              ON CONFLICT DO NOTHING RETURNING payment_id",
-            rows.join(", ")
+            Params::new(conn).rows(chunk.len(), COLUMNS)
         );
-        // The statement holds only numbered placeholders; every value is bound.
+        // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
         for p in chunk {
             query = query

@@ -139,7 +139,8 @@ impl StoreApp {
 
     /// A page of a store's orders, newest first.
     pub async fn list_orders(&self, store_id: &str, statuses: &[Status], page: &PageRequest) -> Result<(Vec<StoreOrder>, String), Error> {
-        let rows = db::orders_of_store(self.db.reader(), store_id, statuses, page.after.as_ref(), i64::from(page.size) + 1).await?;
+        let mut conn = self.db.reader().acquire().await?;
+        let rows = db::orders_of_store(&mut conn, store_id, statuses, page.after.as_ref(), i64::from(page.size) + 1).await?;
         Ok(paging::finish(rows, page.size, |o| Cursor { key: o.received_at.as_micros(), id: o.order_id.clone() }))
     }
 

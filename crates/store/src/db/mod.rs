@@ -1,7 +1,7 @@
 //! Every SQL statement of the store service.
 
 use foodmesh_platform::{
-    db::{Migrations, placeholders},
+    db::{Migrations, Params},
     money::{Currency, Money},
     paging::Cursor,
     time::Timestamp,
@@ -148,8 +148,8 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("{}({})", select_orders_where!("order_id IN "), placeholders(1, order_ids.len()));
-    // The statement holds only numbered placeholders; every id is bound.
+    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).list(order_ids.len()));
+    // The statement holds only placeholders; every id is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in order_ids {
         query = query.bind(*id);
@@ -158,27 +158,32 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
 }
 
 /// A page of a store's orders, newest first, optionally only some states.
-pub async fn orders_of_store<'c>(
-    db: impl Executor<'c, Database = Any>,
+pub async fn orders_of_store(
+    conn: &mut AnyConnection,
     store_id: &str,
     statuses: &[Status],
     after: Option<&Cursor>,
     limit: i64,
 ) -> Result<Vec<StoreOrder>, sqlx::Error> {
-    let (key, id) = after.map_or((i64::MAX, String::new()), |c| (c.key, c.id.clone()));
-    let mut sql = String::from(select_orders_where!(
-        "store_id = $1 AND (received_at < $2 OR (received_at = $2 AND order_id < $3 AND $3 <> ''))"
-    ));
-    if !statuses.is_empty() {
-        sql.push_str(&format!(" AND status IN ({})", placeholders(5, statuses.len())));
+    let mut p = Params::new(conn);
+    let mut sql = format!("{}{}", select_orders_where!("store_id = "), p.next());
+    if after.is_some() {
+        let (a, b, c) = (p.next(), p.next(), p.next());
+        sql.push_str(&format!(" AND (received_at < {a} OR (received_at = {b} AND order_id < {c}))"));
     }
-    sql.push_str(" ORDER BY received_at DESC, order_id DESC LIMIT $4");
-    // The statement holds only numbered placeholders; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(key).bind(id).bind(limit);
+    if !statuses.is_empty() {
+        sql.push_str(&format!(" AND status IN ({})", p.list(statuses.len())));
+    }
+    sql.push_str(&format!(" ORDER BY received_at DESC, order_id DESC LIMIT {}", p.next()));
+    // The statement holds only placeholders; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id);
+    if let Some(cursor) = after {
+        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
+    }
     for status in statuses {
         query = query.bind(status_text(*status));
     }
-    query.fetch_all(db).await?.iter().map(store_order).collect()
+    query.bind(limit).fetch_all(conn).await?.iter().map(store_order).collect()
 }
 
 /// Stores new orders, each with when the auto-kitchen moves it next, in one
@@ -186,18 +191,12 @@ pub async fn orders_of_store<'c>(
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[(&StoreOrder, Option<Timestamp>)]) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 13;
     for chunk in orders.chunks(70) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (0..COLUMNS).map(|c| format!("${}", 1 + i * COLUMNS + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO store_orders (order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, \
              status, version, reason, received_at, updated_at, auto_next_at) VALUES {}",
-            rows.join(", ")
+            Params::new(conn).rows(chunk.len(), COLUMNS)
         );
-        // The statement holds only numbered placeholders; every value is bound.
+        // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (o, auto_next_at) in chunk {
             query = query
@@ -264,32 +263,41 @@ pub struct Step<'a> {
 pub async fn save_steps(conn: &mut AnyConnection, steps: &[Step<'_>], now: Timestamp) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut saved = std::collections::HashSet::new();
     for chunk in steps.chunks(100) {
-        // $1 is the time; each step binds id, status, new version, next step, read version.
-        let p = |i: usize, k: usize| format!("${}", 2 + 5 * i + k);
-        let case = |k: usize, cast: bool| {
-            let arms: Vec<String> = (0..chunk.len())
-                .map(|i| if cast { format!("WHEN {} THEN CAST({} AS BIGINT)", p(i, 0), p(i, k)) } else { format!("WHEN {} THEN {}", p(i, 0), p(i, k)) })
+        // Values are bound in the order their placeholders appear: the three
+        // CASE lists (id, value), the time, then the (id, read version) keys.
+        let mut p = Params::new(conn);
+        let mut case = |cast: bool| {
+            let arms: Vec<String> = chunk
+                .iter()
+                .map(|_| {
+                    let (id, value) = (p.next(), p.next());
+                    if cast { format!("WHEN {id} THEN CAST({value} AS BIGINT)") } else { format!("WHEN {id} THEN {value}") }
+                })
                 .collect();
             format!("CASE order_id {} END", arms.join(" "))
         };
-        let keys: Vec<String> = (0..chunk.len()).map(|i| format!("({}, CAST({} AS BIGINT))", p(i, 0), p(i, 4))).collect();
+        let (status, version, next) = (case(false), case(true), case(true));
+        let updated_at = p.next();
+        let keys: Vec<String> = chunk.iter().map(|_| format!("({}, CAST({} AS BIGINT))", p.next(), p.next())).collect();
         let sql = format!(
-            "UPDATE store_orders SET status = {}, version = {}, auto_next_at = {}, updated_at = $1 \
+            "UPDATE store_orders SET status = {status}, version = {version}, auto_next_at = {next}, updated_at = {updated_at} \
              WHERE (order_id, version) IN (VALUES {}) RETURNING order_id",
-            case(1, false),
-            case(2, true),
-            case(3, true),
             keys.join(", ")
         );
-        // The statement holds only numbered placeholders; every value is bound.
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now.as_micros());
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
         for step in chunk {
-            query = query
-                .bind(step.order.order_id.as_str())
-                .bind(status_text(step.order.status))
-                .bind(step.order.version)
-                .bind(step.auto_next_at.map(Timestamp::as_micros))
-                .bind(step.read_version);
+            query = query.bind(step.order.order_id.as_str()).bind(status_text(step.order.status));
+        }
+        for step in chunk {
+            query = query.bind(step.order.order_id.as_str()).bind(step.order.version);
+        }
+        for step in chunk {
+            query = query.bind(step.order.order_id.as_str()).bind(step.auto_next_at.map(Timestamp::as_micros));
+        }
+        query = query.bind(now.as_micros());
+        for step in chunk {
+            query = query.bind(step.order.order_id.as_str()).bind(step.read_version);
         }
         saved.extend(query.fetch_all(&mut *conn).await?);
     }
