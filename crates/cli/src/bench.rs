@@ -2,10 +2,15 @@
 //! binaries, SQLite, auto-kitchen) in a temporary home, then measures:
 //!
 //! - each service's time from spawn to SERVING, and its idle resident memory;
-//! - PlaceOrder throughput and latency at a fixed concurrency for a fixed time;
+//! - a same-run baseline: gRPC health checks at the same concurrency (the same
+//!   tonic stack with no work behind it), because this machine's speed drifts
+//!   by a quarter from one minute to the next and only ratios compare;
+//! - sustained load: PlaceOrder offered at a fixed rate (500/s by default)
+//!   with at most 32 in flight, latency from each request's scheduled time;
 //! - saga lag: from an order's PlaceOrder reply to its `store.v1.order.delivered`
-//!   event on NATS, per 10-second window, to show it stays bounded;
-//! - that every placed order reaches DELIVERED, and how long the tail takes.
+//!   event on NATS, per 10-second window, to show it stays bounded, and that
+//!   every placed order reaches DELIVERED;
+//! - capacity: PlaceOrder in a closed loop at 32 in flight, the ceiling.
 
 use std::{
     collections::HashMap,
@@ -28,12 +33,18 @@ use crate::{
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// How long to drive PlaceOrder, in seconds.
+    /// How long to offer the sustained load, in seconds.
     #[arg(long, default_value_t = 60)]
     pub duration_secs: u64,
-    /// Requests in flight.
+    /// The sustained rate offered, placed orders per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// The most requests in flight.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// How long the closed-loop capacity run lasts, in seconds (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub capacity_secs: u64,
     /// Auto-kitchen delay per step, in milliseconds (three steps per order).
     #[arg(long, default_value_t = 100)]
     pub kitchen_step_ms: u64,
@@ -69,7 +80,9 @@ struct LagWindow {
 #[derive(Debug, Serialize)]
 struct BenchReport {
     services: Vec<ServiceFigures>,
+    baseline_health_checks_per_sec: f64,
     load: LoadReport,
+    capacity: Option<LoadReport>,
     kitchen_delay_ms: u64,
     saga_lag_ms: Percentiles,
     saga_lag_windows: Vec<LagWindow>,
@@ -127,8 +140,11 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
     let nats = async_nats::connect(&mesh.endpoints.nats).await?;
     let mut delivered_events = nats.subscribe("store.v1.order.delivered").await?;
     let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel();
+    eprintln!("bench: baseline, gRPC health checks at {} in flight for 5 s", args.concurrency);
+    let baseline = load::health_baseline(&mesh.endpoints.order, args.concurrency, Duration::from_secs(5)).await?;
     let load_args = LoadArgs {
         concurrency: args.concurrency,
+        rate: Some(args.rate),
         duration_secs: args.duration_secs,
         requests: None,
         customers: 1000,
@@ -137,7 +153,7 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
         json: false,
     };
     let started = Instant::now();
-    eprintln!("bench: PlaceOrder at {} in flight for {} s", args.concurrency, args.duration_secs);
+    eprintln!("bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s", args.rate, args.concurrency, args.duration_secs);
     let load = load::drive(home, &mesh.endpoints.order, &load_args, Some(placed_tx));
     tokio::pin!(load);
 
@@ -189,10 +205,19 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
         })
         .collect();
     let mut all: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
+    let capacity = if args.capacity_secs > 0 {
+        eprintln!("bench: capacity, PlaceOrder in a closed loop at {} in flight for {} s", args.concurrency, args.capacity_secs);
+        let closed = LoadArgs { rate: None, duration_secs: args.capacity_secs, ..load_args.clone() };
+        Some(load::drive(home, &mesh.endpoints.order, &closed, None).await?)
+    } else {
+        None
+    };
     Ok((
         BenchReport {
             services,
+            baseline_health_checks_per_sec: baseline,
             load: report,
+            capacity,
             kitchen_delay_ms: 3 * u64::try_from(step.as_millis()).unwrap_or(0),
             saga_lag_ms: Percentiles::of(&mut all),
             saga_lag_windows: windows,
@@ -238,7 +263,9 @@ fn print(r: &BenchReport) {
     for s in &r.services {
         println!("{:<13} {:>13} ms {:>10.1} MiB {:>12.1} MiB", s.name, s.start_to_serving_ms, s.idle_rss_mib, s.loaded_rss_mib);
     }
-    println!("\n== PlaceOrder ==");
+    println!("\n== same-run baseline ==");
+    println!("gRPC health checks at the same concurrency: {:.0}/s (this machine, this minute)", r.baseline_health_checks_per_sec);
+    println!("\n== PlaceOrder, sustained (open loop; latency from each request's scheduled time) ==");
     load::print_report(&r.load);
     println!("\n== saga: PlaceOrder reply -> DELIVERED event (includes {} ms of kitchen delays) ==", r.kitchen_delay_ms);
     let l = &r.saga_lag_ms;
@@ -246,5 +273,14 @@ fn print(r: &BenchReport) {
     println!("lag mean {:.0} ms, p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}", l.mean, l.p50, l.p90, l.p99, l.max);
     for w in &r.saga_lag_windows {
         println!("  placed in [{:>3}s, +10s): {:>6} delivered, lag p50 {:>6.0} ms, p99 {:>6.0} ms, max {:>6.0} ms", w.from_secs, w.delivered, w.lag_ms.p50, w.lag_ms.p99, w.lag_ms.max);
+    }
+    if let Some(c) = &r.capacity {
+        println!("\n== PlaceOrder, capacity (closed loop: the next request as soon as one returns) ==");
+        load::print_report(c);
+        println!(
+            "capacity / same-run health-check baseline: {:.3} (one placed order costs about {:.1} health checks)",
+            c.rate / r.baseline_health_checks_per_sec,
+            r.baseline_health_checks_per_sec / c.rate.max(1.0)
+        );
     }
 }

@@ -23,9 +23,14 @@ use crate::home::Home;
 /// What to drive.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Requests in flight at once.
+    /// Requests in flight at once (at most, with --rate).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Offer this many requests per second (open loop), instead of sending the
+    /// next request as soon as one returns. Latency is then measured from each
+    /// request's scheduled time, so a stall cannot hide the requests it delayed.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
@@ -119,6 +124,9 @@ pub fn place_request(request_id: &str, store_id: &str, items: &[(&str, i32)], ca
 pub async fn run(home: &Home, args: &LoadArgs) -> Result<LoadReport> {
     let endpoints = home.endpoints()?;
     let report = drive(home, &endpoints.order, args, None).await?;
+    if let Some(rate) = args.rate {
+        println!("Offered rate:               {rate:>10.1} /s (open loop, latency from each request's scheduled time)");
+    }
     print_report(&report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -145,6 +153,7 @@ pub async fn drive(home: &Home, order_addr: &str, args: &LoadArgs, placed: Optio
     let issued = Arc::new(AtomicU64::new(0));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let limit = args.requests.unwrap_or(u64::MAX);
+    let rate = args.rate.filter(|r| *r > 0.0);
     let timeout = Duration::from_millis(args.timeout_ms);
 
     let progress = {
@@ -169,13 +178,25 @@ pub async fn drive(home: &Home, order_addr: &str, args: &LoadArgs, placed: Optio
                 if n >= limit || Instant::now() >= stop_at {
                     break;
                 }
+                // Open loop: request n is due at start + n / rate, whether or not
+                // earlier ones have returned; its latency counts from then.
+                let scheduled = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(n as f64 / rate);
+                        if due >= stop_at {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let (store, item) = ORDERS[(n % ORDERS.len() as u64) as usize];
                 let request = place_request(&uuid::Uuid::new_v4().to_string(), store, &[(item, 1 + (n % 3) as i32)], "tok_visa");
                 let mut request = authed(request, &tokens[(n % tokens.len() as u64) as usize]);
                 request.set_timeout(timeout);
-                let sent = Instant::now();
                 let result = tokio::time::timeout(timeout, client.place_order(request)).await;
-                samples.push(sent.elapsed());
+                samples.push(scheduled.elapsed());
                 match result {
                     Ok(Ok(reply)) => {
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -237,4 +258,26 @@ pub fn print_report(r: &LoadReport) {
     for (code, count) in &r.failures {
         println!("  {code:<24} {count:>10}");
     }
+}
+
+/// The same-run baseline: gRPC health checks (the same tonic stack, no work
+/// behind it) with `concurrency` in flight for `duration`. Returns checks per second.
+pub async fn health_baseline(addr: &str, concurrency: usize, duration: Duration) -> Result<f64> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channels: Vec<Channel> = (0..4).map(|_| Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy())).collect::<Result<_>>()?;
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let workers = (0..concurrency).map(|i| {
+        let mut client = HealthClient::new(channels[i % channels.len()].clone());
+        let done = done.clone();
+        tokio::spawn(async move {
+            while started.elapsed() < duration {
+                if client.check(HealthCheckRequest { service: String::new() }).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    });
+    futures::future::join_all(workers).await;
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }

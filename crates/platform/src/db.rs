@@ -130,6 +130,10 @@ impl Database {
                     // `synchronous` is one of three fixed words, never input.
                     conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    // Pages are read through a memory map rather than one read call
+                    // each, and each connection caches up to 4 MiB of them.
+                    conn.execute("PRAGMA mmap_size = 268435456").await?;
+                    conn.execute("PRAGMA cache_size = -4096").await?;
                     // Checkpoints run in the background (`run_maintenance`); this
                     // only bounds the WAL if that falls behind (16 MiB).
                     conn.execute("PRAGMA wal_autocheckpoint = 4000").await?;

@@ -16,8 +16,9 @@ CREATE TABLE catalog_items (
 );
 
 -- One row per PlaceOrder request, written before payment is called: the
--- idempotency record of the request, and the trace of a charge whose outcome
--- is not known yet (PENDING). Customers never see these rows.
+-- idempotency record of the request (unique per customer and request id), and
+-- the trace of a charge whose outcome is not known yet (PENDING). Customers
+-- never see these rows. Order ids are time-ordered, so their index appends.
 CREATE TABLE order_attempts (
     order_id       TEXT    PRIMARY KEY,
     customer_id    TEXT    NOT NULL,
@@ -30,7 +31,8 @@ CREATE TABLE order_attempts (
     payment_id     TEXT    NOT NULL DEFAULT '',
     decline_reason TEXT    NOT NULL DEFAULT '',
     created_at     BIGINT NOT NULL,
-    updated_at     BIGINT NOT NULL
+    updated_at     BIGINT NOT NULL,
+    UNIQUE (customer_id, request_id)
 );
 CREATE INDEX order_attempts_pending ON order_attempts (created_at) WHERE state = 'PENDING';
 

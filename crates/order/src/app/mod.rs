@@ -256,13 +256,12 @@ impl OrderApp {
     /// Places and pays an order. The order exists only if payment captured the
     /// charge; a repeated request returns the same order and charges once.
     pub async fn place(&self, request: PlaceOrder, credentials: &Credentials, deadline: Option<Instant>) -> Result<Order, Error> {
-        let order_id = request.order_id();
         let fingerprint = request.fingerprint();
         let menu = self.menu(&request.store_id).await?;
         let attempt = match placing::price(&request, menu.as_ref()) {
             Ok(priced) => {
                 let attempt = Attempt {
-                    order_id: order_id.clone(),
+                    order_id: OrderId::generate(),
                     fingerprint: fingerprint.clone(),
                     priced,
                     state: AttemptState::Pending,
@@ -274,7 +273,7 @@ impl OrderApp {
                     new.attempt
                 } else {
                     // A repeat of this request (or a concurrent one): its record decides.
-                    db::attempt(self.db.writer(), &order_id).await?.ok_or(Error::Conflict)?
+                    db::attempt(self.db.writer(), &request.customer_id, &request.request_id).await?.ok_or(Error::Conflict)?
                 }
             }
             Err(violations) => {
@@ -282,7 +281,7 @@ impl OrderApp {
                 // the menu changed since; anything else is invalid.
                 let mut shape = Violations::new();
                 placing::check_request_shape(&request, &mut shape);
-                match db::attempt(self.db.reader(), &order_id).await? {
+                match db::attempt(self.db.reader(), &request.customer_id, &request.request_id).await? {
                     Some(existing) if shape.is_empty() => existing,
                     _ => return Err(violations.into()),
                 }
@@ -291,6 +290,7 @@ impl OrderApp {
         if attempt.fingerprint != fingerprint {
             return Err(Error::RequestIdReused);
         }
+        let order_id = attempt.order_id.clone();
         match attempt.state {
             AttemptState::Placed => return self.stored_order(&order_id).await,
             AttemptState::Declined => return Err(Error::PaymentDeclined { reason: attempt.decline_reason }),

@@ -123,12 +123,16 @@ fn lines_from_json(lines: Vec<LineJson>, currency: &str) -> Result<Vec<PricedLin
         .collect()
 }
 
-/// The attempt that created (or is creating) an order.
-pub async fn attempt<'c>(db: impl Executor<'c, Database = Any>, order_id: &OrderId) -> Result<Option<Attempt>, sqlx::Error> {
-    let row = sqlx::query("SELECT order_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts WHERE order_id = $1")
-        .bind(order_id.as_str())
-        .fetch_optional(db)
-        .await?;
+/// The attempt a customer's request created (or is creating).
+pub async fn attempt<'c>(db: impl Executor<'c, Database = Any>, customer_id: &str, request_id: &str) -> Result<Option<Attempt>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT order_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
+         WHERE customer_id = $1 AND request_id = $2",
+    )
+    .bind(customer_id)
+    .bind(request_id)
+    .fetch_optional(db)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let priced: PricedJson = serde_json::from_str(row.try_get("priced")?).map_err(|_| corrupt("priced order"))?;
     let state = match row.try_get::<&str, _>("state")? {
@@ -164,9 +168,9 @@ pub struct NewAttempt {
     pub request_id: String,
 }
 
-/// Records new attempts as PENDING in one statement. Returns the ids recorded
-/// now; an id missing from it already had an attempt (a concurrent request
-/// with the same request id).
+/// Records new attempts as PENDING in one statement. Returns the order ids
+/// recorded now; an id missing from it lost to an attempt of the same customer
+/// and request id (a repeat, or a concurrent request).
 pub async fn insert_attempts(conn: &mut AnyConnection, attempts: &[NewAttempt]) -> Result<HashSet<String>, sqlx::Error> {
     if attempts.is_empty() {
         return Ok(HashSet::new());
@@ -174,7 +178,7 @@ pub async fn insert_attempts(conn: &mut AnyConnection, attempts: &[NewAttempt]) 
     let mut p = Params::new(conn);
     let sql = format!(
         "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
-         VALUES {} ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+         VALUES {} ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING order_id",
         p.rows(attempts.len(), 8)
     );
     let now = Timestamp::now().as_micros();
