@@ -101,7 +101,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         nats_port: args.nats_port,
         kitchen_step: Some(step),
         log_filter: "warn".to_owned(),
-        extra_env: vec![("FOODMESH_AUTO_KITCHEN__TICK_MS".to_owned(), "20".to_owned())],
+        extra_env: Vec::new(),
         worker_threads: args.worker_threads,
     };
     eprintln!("bench: starting a fresh mesh in {}", dir.display());

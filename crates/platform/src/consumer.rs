@@ -34,9 +34,11 @@ pub struct ConsumerSpec {
     pub latest_per_subject: bool,
     /// The most messages handed to the handler at once.
     pub batch_size: usize,
-    /// How long to wait for more messages after the first one of a batch.
-    /// Under load this turns a stream of single events into batches (one
-    /// transaction each) for the price of a few milliseconds of latency.
+    /// How long to wait for more messages after the first one of a batch,
+    /// when events are flowing (the previous batch started less than this
+    /// long ago). Under load this turns a stream of single events into
+    /// batches, one transaction each; an idle consumer handles a lone event
+    /// at once.
     pub linger: Duration,
 }
 
@@ -180,6 +182,7 @@ async fn consume<H: BatchHandler>(
         .await?;
     let mut messages = messages;
     tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
+    let mut previous_batch = tokio::time::Instant::now() - spec.linger;
     loop {
         let first = tokio::select! {
             biased;
@@ -191,7 +194,11 @@ async fn consume<H: BatchHandler>(
         };
         let mut batch = Vec::with_capacity(spec.batch_size);
         keep(&mut batch, first, spec.durable);
-        let linger_until = tokio::time::Instant::now() + spec.linger;
+        let now = tokio::time::Instant::now();
+        let flowing = now.duration_since(previous_batch) < spec.linger;
+        previous_batch = now;
+        // Idle: take only what is already here. Flowing: wait up to the linger.
+        let linger_until = if flowing { now + spec.linger } else { now };
         while batch.len() < spec.batch_size {
             match tokio::time::timeout_at(linger_until, messages.next()).await {
                 Ok(Some(item)) => keep(&mut batch, item, spec.durable),
