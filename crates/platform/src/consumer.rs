@@ -36,7 +36,7 @@ pub struct ConsumerSpec {
     pub batch_size: usize,
     /// How long to wait for more messages after the first one of a batch,
     /// when events are flowing (the previous batch started less than this
-    /// long ago). Under load this turns a stream of single events into
+    /// long ago and held more than one event). Under load this turns a stream of single events into
     /// batches, one transaction each; an idle consumer handles a lone event
     /// at once.
     pub linger: Duration,
@@ -182,7 +182,7 @@ async fn consume<H: BatchHandler>(
         .await?;
     let mut messages = messages;
     tracing::info!(consumer = spec.durable, stream = spec.stream.name, "consuming");
-    let mut previous_batch = tokio::time::Instant::now() - spec.linger;
+    let (mut previous_batch, mut previous_len) = (tokio::time::Instant::now() - spec.linger, 0);
     loop {
         let first = tokio::select! {
             biased;
@@ -195,7 +195,8 @@ async fn consume<H: BatchHandler>(
         let mut batch = Vec::with_capacity(spec.batch_size);
         keep(&mut batch, first, spec.durable);
         let now = tokio::time::Instant::now();
-        let flowing = now.duration_since(previous_batch) < spec.linger;
+        // Flowing: the previous batch was recent and held more than one event.
+        let flowing = previous_len > 1 && now.duration_since(previous_batch) < spec.linger;
         previous_batch = now;
         // Idle: take only what is already here. Flowing: wait up to the linger.
         let linger_until = if flowing { now + spec.linger } else { now };
@@ -205,6 +206,7 @@ async fn consume<H: BatchHandler>(
                 Ok(None) | Err(_) => break,
             }
         }
+        previous_len = batch.len();
         if !batch.is_empty() {
             handle_batch(spec, handler, batch).await;
         }
