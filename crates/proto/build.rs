@@ -21,9 +21,11 @@ fn main() -> io::Result<()> {
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(descriptor)
-        .compile_with_config(config, &protos, &[root.clone(), well_known])?;
+    tonic_prost_build::configure().file_descriptor_set_path(descriptor).compile_with_config(
+        config,
+        &protos,
+        &[root.clone(), well_known],
+    )?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

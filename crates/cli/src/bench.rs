@@ -115,12 +115,18 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     }
     print(&report);
     if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
 
-async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration) -> Result<(BenchReport, HashMap<&'static str, f64>)> {
+async fn measure(
+    home: &Home,
+    mesh: &LocalMesh,
+    args: &BenchArgs,
+    step: Duration,
+) -> Result<(BenchReport, HashMap<&'static str, f64>)> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     // Let start-up work (catalog, consumers) settle before reading idle memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -153,7 +159,10 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
         json: false,
     };
     let started = Instant::now();
-    eprintln!("bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s", args.rate, args.concurrency, args.duration_secs);
+    eprintln!(
+        "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
+        args.rate, args.concurrency, args.duration_secs
+    );
     let load = load::drive(home, &mesh.endpoints.order, &load_args, Some(placed_tx));
     tokio::pin!(load);
 
@@ -179,17 +188,21 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
     while let Ok((order_id, at)) = placed_rx.try_recv() {
         tracker.placed(order_id, at);
     }
-    let loaded: HashMap<&'static str, f64> =
-        mesh.processes.iter().filter(|p| p.name != "nats").map(|p| (p.name, p.child.id().and_then(rss_bytes).map_or(0.0, mib))).collect();
+    let loaded: HashMap<&'static str, f64> = mesh
+        .processes
+        .iter()
+        .filter(|p| p.name != "nats")
+        .map(|p| (p.name, p.child.id().and_then(rss_bytes).map_or(0.0, mib)))
+        .collect();
 
     // The tail: every placed order must be delivered.
     let load_end = Instant::now();
     let tail_deadline = load_end + Duration::from_secs(120);
     while tracker.lags.len() < tracker.placed_at.len() && Instant::now() < tail_deadline {
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), delivered_events.next()).await {
-            if let Some(order_id) = decode(&message.payload) {
-                tracker.delivered(order_id, Instant::now());
-            }
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), delivered_events.next()).await
+            && let Some(order_id) = decode(&message.payload)
+        {
+            tracker.delivered(order_id, Instant::now());
         }
     }
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
@@ -200,7 +213,8 @@ async fn measure(home: &Home, mesh: &LocalMesh, args: &BenchArgs, step: Duration
     let windows = (0..args.duration_secs.div_ceil(10))
         .map(|w| {
             let from = window * u32::try_from(w).unwrap_or(0);
-            let mut in_window: Vec<Duration> = lags.iter().filter(|(t, _)| *t >= from && *t < from + window).map(|(_, lag)| *lag).collect();
+            let mut in_window: Vec<Duration> =
+                lags.iter().filter(|(t, _)| *t >= from && *t < from + window).map(|(_, lag)| *lag).collect();
             LagWindow { from_secs: from.as_secs(), delivered: in_window.len(), lag_ms: Percentiles::of(&mut in_window) }
         })
         .collect();
@@ -269,10 +283,16 @@ fn print(r: &BenchReport) {
     load::print_report(&r.load);
     println!("\n== saga: PlaceOrder reply -> DELIVERED event (includes {} ms of kitchen delays) ==", r.kitchen_delay_ms);
     let l = &r.saga_lag_ms;
-    println!("orders placed {} / delivered {}; tail drained {:.2} s after the load stopped", r.placed, r.delivered, r.drain_after_load_secs);
+    println!(
+        "orders placed {} / delivered {}; tail drained {:.2} s after the load stopped",
+        r.placed, r.delivered, r.drain_after_load_secs
+    );
     println!("lag mean {:.0} ms, p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}", l.mean, l.p50, l.p90, l.p99, l.max);
     for w in &r.saga_lag_windows {
-        println!("  placed in [{:>3}s, +10s): {:>6} delivered, lag p50 {:>6.0} ms, p99 {:>6.0} ms, max {:>6.0} ms", w.from_secs, w.delivered, w.lag_ms.p50, w.lag_ms.p99, w.lag_ms.max);
+        println!(
+            "  placed in [{:>3}s, +10s): {:>6} delivered, lag p50 {:>6.0} ms, p99 {:>6.0} ms, max {:>6.0} ms",
+            w.from_secs, w.delivered, w.lag_ms.p50, w.lag_ms.p99, w.lag_ms.max
+        );
     }
     if let Some(c) = &r.capacity {
         println!("\n== PlaceOrder, capacity (closed loop: the next request as soon as one returns) ==");

@@ -3,14 +3,16 @@
 use anyhow::{Context, Result};
 use foodmesh_platform::{auth::Principal, grpc::authed};
 use foodmesh_proto::{
-    notification::v1::{ListNotificationsRequest, WatchNotificationsRequest, notification_service_client::NotificationServiceClient},
+    notification::v1::{
+        ListNotificationsRequest, WatchNotificationsRequest, notification_service_client::NotificationServiceClient,
+    },
     order::v1::{
         CancelOrderRequest, GetOrderRequest, ListOrdersRequest, PlaceOrderLine, PlaceOrderRequest, WatchOrderRequest,
         order_service_client::OrderServiceClient,
     },
     store::v1::{
-        CompleteDeliveryRequest, GetMenuRequest, ListStoreOrdersRequest, ListStoresRequest, RejectOrderRequest, StartCookingRequest,
-        StartDeliveryRequest, store_service_client::StoreServiceClient,
+        CompleteDeliveryRequest, GetMenuRequest, ListStoreOrdersRequest, ListStoresRequest, RejectOrderRequest,
+        StartCookingRequest, StartDeliveryRequest, store_service_client::StoreServiceClient,
     },
 };
 use tokio_stream::StreamExt;
@@ -75,7 +77,8 @@ pub enum StaffAction {
 /// `foodmesh stores`.
 pub async fn stores(mesh: &mut Mesh) -> Result<()> {
     let token = mesh.customer("browser")?;
-    let stores = mesh.store.list_stores(authed(ListStoresRequest { page_size: 100, ..Default::default() }, &token)).await?.into_inner();
+    let stores =
+        mesh.store.list_stores(authed(ListStoresRequest { page_size: 100, ..Default::default() }, &token)).await?.into_inner();
     for s in stores.stores {
         println!("{:<14} {:<18} {:<10} {}", s.store_id, s.name, s.cuisine, s.address);
     }
@@ -96,12 +99,23 @@ pub async fn menu(mesh: &mut Mesh, store_id: &str) -> Result<()> {
 }
 
 /// `foodmesh place`.
-pub async fn place(mesh: &mut Mesh, customer: &str, store_id: &str, items: &[String], address: &str, card: &str, request_id: Option<String>) -> Result<()> {
+pub async fn place(
+    mesh: &mut Mesh,
+    customer: &str,
+    store_id: &str,
+    items: &[String],
+    address: &str,
+    card: &str,
+    request_id: Option<String>,
+) -> Result<()> {
     let lines = items
         .iter()
         .map(|item| {
             let (id, quantity) = item.split_once(':').unwrap_or((item, "1"));
-            Ok(PlaceOrderLine { menu_item_id: id.to_owned(), quantity: quantity.parse().with_context(|| format!("bad quantity in {item:?}"))? })
+            Ok(PlaceOrderLine {
+                menu_item_id: id.to_owned(),
+                quantity: quantity.parse().with_context(|| format!("bad quantity in {item:?}"))?,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let request = PlaceOrderRequest {
@@ -118,7 +132,8 @@ pub async fn place(mesh: &mut Mesh, customer: &str, store_id: &str, items: &[Str
 
 /// `foodmesh get`.
 pub async fn get(mesh: &mut Mesh, customer: &str, order_id: &str) -> Result<()> {
-    let order = mesh.order.get_order(authed(GetOrderRequest { order_id: order_id.to_owned() }, &mesh.customer(customer)?)).await?;
+    let order =
+        mesh.order.get_order(authed(GetOrderRequest { order_id: order_id.to_owned() }, &mesh.customer(customer)?)).await?;
     print!("{}", show::order(&order.into_inner().order.unwrap_or_default()));
     Ok(())
 }
@@ -127,14 +142,24 @@ pub async fn get(mesh: &mut Mesh, customer: &str, order_id: &str) -> Result<()> 
 pub async fn orders(mesh: &mut Mesh, customer: &str) -> Result<()> {
     let request = ListOrdersRequest { page_size: 100, ..Default::default() };
     for order in mesh.order.list_orders(authed(request, &mesh.customer(customer)?)).await?.into_inner().orders {
-        println!("{}  {:<18} {:<24} {}", order.order_id, order.store_name, show::status(order.status()), show::money(order.total.as_ref()));
+        println!(
+            "{}  {:<18} {:<24} {}",
+            order.order_id,
+            order.store_name,
+            show::status(order.status()),
+            show::money(order.total.as_ref())
+        );
     }
     Ok(())
 }
 
 /// `foodmesh cancel`.
 pub async fn cancel(mesh: &mut Mesh, customer: &str, order_id: &str, reason: &str) -> Result<()> {
-    let request = CancelOrderRequest { order_id: order_id.to_owned(), request_id: uuid::Uuid::new_v4().to_string(), reason: reason.to_owned() };
+    let request = CancelOrderRequest {
+        order_id: order_id.to_owned(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        reason: reason.to_owned(),
+    };
     let order = mesh.order.cancel_order(authed(request, &mesh.customer(customer)?)).await?;
     print!("{}", show::order(&order.into_inner().order.unwrap_or_default()));
     Ok(())
@@ -147,7 +172,12 @@ pub async fn watch(mesh: &mut Mesh, customer: &str, order_id: &str) -> Result<()
     while let Some(update) = stream.next().await {
         let order = update?.order.unwrap_or_default();
         let last = order.timeline.last();
-        println!("{}  {}  {}", show::time(last.and_then(|c| c.occurred_at.as_ref())), show::status(order.status()), last.map_or("", |c| &c.note));
+        println!(
+            "{}  {}  {}",
+            show::time(last.and_then(|c| c.occurred_at.as_ref())),
+            show::status(order.status()),
+            last.map_or("", |c| &c.note)
+        );
     }
     Ok(())
 }
@@ -165,12 +195,26 @@ pub async fn kitchen(mesh: &mut Mesh, store_id: &str, action: StaffAction, order
             }
             return Ok(());
         }
-        StaffAction::Cook => mesh.store.start_cooking(authed(StartCookingRequest { order_id: order_id()?, request_id }, &token)).await?.into_inner().order,
+        StaffAction::Cook => {
+            mesh.store
+                .start_cooking(authed(StartCookingRequest { order_id: order_id()?, request_id }, &token))
+                .await?
+                .into_inner()
+                .order
+        }
         StaffAction::Deliver => {
-            mesh.store.start_delivery(authed(StartDeliveryRequest { order_id: order_id()?, request_id }, &token)).await?.into_inner().order
+            mesh.store
+                .start_delivery(authed(StartDeliveryRequest { order_id: order_id()?, request_id }, &token))
+                .await?
+                .into_inner()
+                .order
         }
         StaffAction::Complete => {
-            mesh.store.complete_delivery(authed(CompleteDeliveryRequest { order_id: order_id()?, request_id }, &token)).await?.into_inner().order
+            mesh.store
+                .complete_delivery(authed(CompleteDeliveryRequest { order_id: order_id()?, request_id }, &token))
+                .await?
+                .into_inner()
+                .order
         }
         StaffAction::Reject => {
             let request = RejectOrderRequest { order_id: order_id()?, request_id, reason: reason.to_owned() };

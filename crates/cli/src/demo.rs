@@ -23,7 +23,13 @@ struct Plan {
 
 const PLANS: [Plan; 4] = [
     Plan { customer: "alice", store: "seoul-bbq", items: &[("bulgogi", 2), ("bibimbap", 1)], card: "tok_visa", cancel: false },
-    Plan { customer: "bob", store: "pizza-napoli", items: &[("margherita", 1), ("tiramisu", 2)], card: "tok_visa", cancel: false },
+    Plan {
+        customer: "bob",
+        store: "pizza-napoli",
+        items: &[("margherita", 1), ("tiramisu", 2)],
+        card: "tok_visa",
+        cancel: false,
+    },
     Plan { customer: "carol", store: "green-bowl", items: &[("salmon-poke", 1)], card: "tok_visa", cancel: true },
     Plan { customer: "dave", store: "seoul-bbq", items: &[("galbi", 1)], card: "tok_decline", cancel: false },
 ];
@@ -63,15 +69,25 @@ async fn journey(mut mesh: Mesh, plan: &Plan, start: Instant) -> Result<()> {
             }
         }
     };
-    say(start, plan.customer, &order.order_id, &format!("PLACED      {}, paid {}", order.store_name, show::money(order.total.as_ref())));
+    say(
+        start,
+        plan.customer,
+        &order.order_id,
+        &format!("PLACED      {}, paid {}", order.store_name, show::money(order.total.as_ref())),
+    );
     if plan.cancel {
-        let cancel = CancelOrderRequest { order_id: order.order_id.clone(), request_id: uuid::Uuid::new_v4().to_string(), reason: "changed my mind".into() };
+        let cancel = CancelOrderRequest {
+            order_id: order.order_id.clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            reason: "changed my mind".into(),
+        };
         match mesh.order.cancel_order(authed(cancel, &token)).await {
             Ok(_) => say(start, plan.customer, &order.order_id, "cancel requested and confirmed by the store"),
             Err(status) => say(start, plan.customer, &order.order_id, &format!("cancel refused: {}", status.message())),
         }
     }
-    let mut stream = mesh.order.watch_order(authed(WatchOrderRequest { order_id: order.order_id.clone() }, &token)).await?.into_inner();
+    let mut stream =
+        mesh.order.watch_order(authed(WatchOrderRequest { order_id: order.order_id.clone() }, &token)).await?.into_inner();
     let (mut seen, mut refunded) = (1, false);
     while let Some(update) = stream.next().await {
         let order: Order = update?.order.unwrap_or_default();
@@ -88,6 +104,7 @@ async fn journey(mut mesh: Mesh, plan: &Plan, start: Instant) -> Result<()> {
 }
 
 fn retryable(status: &tonic::Status) -> bool {
-    let unknown_store = status.get_details_bad_request().is_some_and(|b| b.field_violations.iter().any(|v| v.field == "store_id"));
+    let unknown_store =
+        status.get_details_bad_request().is_some_and(|b| b.field_violations.iter().any(|v| v.field == "store_id"));
     status.code() == Code::Unavailable || unknown_store
 }

@@ -95,7 +95,13 @@ impl Percentiles {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let at = |q: f64| ms(samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]);
         let sum: Duration = samples.iter().sum();
-        Percentiles { mean: ms(sum) / samples.len() as f64, p50: at(0.50), p90: at(0.90), p99: at(0.99), max: ms(samples[samples.len() - 1]) }
+        Percentiles {
+            mean: ms(sum) / samples.len() as f64,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: ms(samples[samples.len() - 1]),
+        }
     }
 }
 
@@ -136,7 +142,12 @@ pub async fn run(home: &Home, args: &LoadArgs) -> Result<LoadReport> {
 
 /// Drives the load; every placed order's id is sent to `placed` with the
 /// moment its reply arrived.
-pub async fn drive(home: &Home, order_addr: &str, args: &LoadArgs, placed: Option<mpsc::UnboundedSender<(String, Instant)>>) -> Result<LoadReport> {
+pub async fn drive(
+    home: &Home,
+    order_addr: &str,
+    args: &LoadArgs,
+    placed: Option<mpsc::UnboundedSender<(String, Instant)>>,
+) -> Result<LoadReport> {
     if !order_addr.starts_with("127.") && !order_addr.starts_with("localhost") && !order_addr.starts_with("[::1]") {
         bail!("load is only driven against loopback endpoints, not {order_addr}");
     }
@@ -264,7 +275,9 @@ pub fn print_report(r: &LoadReport) {
 /// behind it) with `concurrency` in flight for `duration`. Returns checks per second.
 pub async fn health_baseline(addr: &str, concurrency: usize, duration: Duration) -> Result<f64> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channels: Vec<Channel> = (0..4).map(|_| Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy())).collect::<Result<_>>()?;
+    let channels: Vec<Channel> = (0..4)
+        .map(|_| Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy()))
+        .collect::<Result<_>>()?;
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let workers = (0..concurrency).map(|i| {

@@ -125,10 +125,10 @@ pub async fn wait_serving(addr: &str, service: &str, timeout: Duration) -> Resul
     let mut health = HealthClient::new(channel);
     loop {
         let request = HealthCheckRequest { service: service.to_owned() };
-        if let Ok(reply) = health.check(request).await {
-            if reply.into_inner().status() == ServingStatus::Serving {
-                return Ok(());
-            }
+        if let Ok(reply) = health.check(request).await
+            && reply.into_inner().status() == ServingStatus::Serving
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("{service} at {addr} did not report SERVING within {timeout:?}");
@@ -152,7 +152,8 @@ impl LocalMesh {
         }
         let nats_url = format!("nats://127.0.0.1:{}", options.nats_port);
         let addr = |offset: u16| format!("127.0.0.1:{}", options.base_port + offset);
-        let endpoints = Endpoints { order: addr(0), payment: addr(1), store: addr(2), notification: addr(3), nats: nats_url.clone() };
+        let endpoints =
+            Endpoints { order: addr(0), payment: addr(1), store: addr(2), notification: addr(3), nats: nats_url.clone() };
 
         let mut processes = Vec::new();
         let nats_log = home.path("logs/nats.log");

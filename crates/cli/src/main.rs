@@ -245,9 +245,15 @@ async fn up(home: &home::Home, options: &local::LocalOptions, demo: bool, exit_a
         println!("  {:<13} {:<22} {:<24} log {}", p.name, endpoint_of(&e, p.name), ready, p.log.display());
     }
     let token = home.bearer(&Principal::Customer { customer_id: "alice".to_owned() })?;
-    println!("\nauto-kitchen: {}", options.kitchen_step.map_or("off (use `foodmesh kitchen`)".to_owned(), |d| format!("on, {} ms per step", d.as_millis())));
+    println!(
+        "\nauto-kitchen: {}",
+        options.kitchen_step.map_or("off (use `foodmesh kitchen`)".to_owned(), |d| format!("on, {} ms per step", d.as_millis()))
+    );
     println!("a customer token for alice (12 h): foodmesh token --customer alice");
-    println!("try:\n  grpcurl -plaintext -H 'authorization: {token}' -d '{{\"store_id\":\"seoul-bbq\"}}' {} foodmesh.store.v1.StoreService/GetMenu", e.store);
+    println!(
+        "try:\n  grpcurl -plaintext -H 'authorization: {token}' -d '{{\"store_id\":\"seoul-bbq\"}}' {} foodmesh.store.v1.StoreService/GetMenu",
+        e.store
+    );
     println!("  foodmesh place --customer alice --store seoul-bbq --item bulgogi:2\n");
     if demo {
         demo::run(home).await?;

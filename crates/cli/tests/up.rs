@@ -31,13 +31,17 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     let base = free_ports(4, 20_000);
     let nats = free_ports(1, base + 4);
     let (base_port, nats_port) = (base.to_string(), nats.to_string());
-    let up = ["up", "--demo", "--exit-after-demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
+    let up =
+        ["up", "--demo", "--exit-after-demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
 
     let first = foodmesh(home.path(), &up);
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "foodmesh up failed:\n{out}\n{}", String::from_utf8_lossy(&first.stderr));
     for service in ["payment", "store", "notification", "order"] {
-        assert!(out.lines().any(|l| l.trim_start().starts_with(service) && l.contains("SERVING after")), "{service} SERVING:\n{out}");
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(service) && l.contains("SERVING after")),
+            "{service} SERVING:\n{out}"
+        );
     }
     for (who, outcome) in [("alice", "DELIVERED"), ("bob", "DELIVERED"), ("carol", "REFUNDED"), ("dave", "PAYMENT_DECLINED")] {
         assert!(out.lines().any(|l| l.contains(who) && l.contains(outcome)), "{who} {outcome}:\n{out}");

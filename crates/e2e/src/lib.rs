@@ -118,7 +118,13 @@ impl Mesh {
                 if let Some(step) = self.options.auto_kitchen {
                     let ms = step.as_millis().to_string();
                     for key in ["ENABLED", "COOK_AFTER_MS", "DELIVER_AFTER_MS", "COMPLETE_AFTER_MS", "TICK_MS"] {
-                        let value = if key == "ENABLED" { "true".to_owned() } else if key == "TICK_MS" { "20".to_owned() } else { ms.clone() };
+                        let value = if key == "ENABLED" {
+                            "true".to_owned()
+                        } else if key == "TICK_MS" {
+                            "20".to_owned()
+                        } else {
+                            ms.clone()
+                        };
                         env.push((format!("FOODMESH_AUTO_KITCHEN__{key}"), value));
                     }
                 }
@@ -212,7 +218,13 @@ impl Mesh {
     /// Places an order (request id `request_id`) for `customer` and returns it.
     pub async fn place(&self, customer: &str, request_id: &str, store_id: &str, lines: &[(&str, i32)]) -> Order {
         let request = place_request(request_id, store_id, lines, "tok_visa");
-        self.order().place_order(authed(request, &self.customer(customer))).await.expect("order placed").into_inner().order.expect("order")
+        self.order()
+            .place_order(authed(request, &self.customer(customer)))
+            .await
+            .expect("order placed")
+            .into_inner()
+            .order
+            .expect("order")
     }
 
     /// Waits until `customer`'s order satisfies `check`; returns it.

@@ -48,16 +48,24 @@ impl Webhook {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (calls, refusals) = (calls.clone(), refusals.clone());
                         async move {
-                            let key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                            let key = request
+                                .headers()
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
                             let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let accepted = refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err();
+                            let accepted =
+                                refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err();
                             calls.lock().expect("not poisoned").push(Call {
                                 idempotency_key: key,
                                 body: String::from_utf8_lossy(&body).into_owned(),
                                 accepted,
                             });
                             let status = if accepted { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                            Ok::<_, std::convert::Infallible>(Response::builder().status(status).body(Full::new(Bytes::new())).expect("response"))
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder().status(status).body(Full::new(Bytes::new())).expect("response"),
+                            )
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

@@ -71,15 +71,18 @@ async fn store_staff_see_and_move_only_their_own_stores_orders() {
     let err = mesh.store().start_cooking(authed(cook, &staff)).await.expect_err("not their order");
     assert_eq!(err.code(), Code::NotFound);
 
-    let cooking_only = ListStoreOrdersRequest { statuses: vec![StoreOrderStatus::Cooking.into()], page_size: 50, ..Default::default() };
+    let cooking_only =
+        ListStoreOrdersRequest { statuses: vec![StoreOrderStatus::Cooking.into()], page_size: 50, ..Default::default() };
     assert!(mesh.store().list_store_orders(authed(cooking_only, &staff)).await.expect("list").into_inner().orders.is_empty());
     let cook = StartCookingRequest { order_id: pizza.order_id.clone(), request_id: "y".into() };
     mesh.store().start_cooking(authed(cook, &staff)).await.expect("their order");
-    let cooking_only = ListStoreOrdersRequest { statuses: vec![StoreOrderStatus::Cooking.into()], page_size: 50, ..Default::default() };
+    let cooking_only =
+        ListStoreOrdersRequest { statuses: vec![StoreOrderStatus::Cooking.into()], page_size: 50, ..Default::default() };
     assert_eq!(mesh.store().list_store_orders(authed(cooking_only, &staff)).await.expect("list").into_inner().orders.len(), 1);
 
     let customer_listing = ListStoreOrdersRequest::default();
-    let err = mesh.store().list_store_orders(authed(customer_listing, &mesh.customer("alice"))).await.expect_err("customers cannot");
+    let err =
+        mesh.store().list_store_orders(authed(customer_listing, &mesh.customer("alice"))).await.expect_err("customers cannot");
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
@@ -92,7 +95,12 @@ async fn calls_without_a_valid_token_are_unauthenticated_on_every_service() {
         mesh.keys.issuer.issue_at(&Principal::Customer { customer_id: "alice".into() }, now - 7200, now - 3600).expect("sign")
     );
     let foreign = TestKeys::new().customer("alice");
-    let cases = [(None, "TOKEN_MISSING"), (Some(expired), "TOKEN_EXPIRED"), (Some(foreign), "TOKEN_INVALID"), (Some("Bearer not.a.jwt".to_owned()), "TOKEN_INVALID")];
+    let cases = [
+        (None, "TOKEN_MISSING"),
+        (Some(expired), "TOKEN_EXPIRED"),
+        (Some(foreign), "TOKEN_INVALID"),
+        (Some("Bearer not.a.jwt".to_owned()), "TOKEN_INVALID"),
+    ];
     for (token, reason) in cases {
         let call = |message| match &token {
             Some(token) => authed(message, token),
@@ -101,7 +109,10 @@ async fn calls_without_a_valid_token_are_unauthenticated_on_every_service() {
         let results = [
             mesh.order().list_orders(call(ListOrdersRequest::default())).await.map(|_| ()),
             mesh.store().list_stores(authed_or(&token, ListStoresRequest::default())).await.map(|_| ()),
-            mesh.payment().get_payment(authed_or(&token, GetPaymentRequest { lookup: Some(Lookup::OrderId("x".into())) })).await.map(|_| ()),
+            mesh.payment()
+                .get_payment(authed_or(&token, GetPaymentRequest { lookup: Some(Lookup::OrderId("x".into())) }))
+                .await
+                .map(|_| ()),
             mesh.notification().list_notifications(authed_or(&token, ListNotificationsRequest::default())).await.map(|_| ()),
         ];
         for (service, result) in ["order", "store", "payment", "notification"].iter().zip(results) {
@@ -157,12 +168,17 @@ async fn a_bad_order_names_every_bad_field_and_nothing_is_charged_or_stored() {
     let many: Vec<(String, i32)> = (0..21).map(|i| (format!("item-{i}"), 1)).collect();
     let many: Vec<(&str, i32)> = many.iter().map(|(id, q)| (id.as_str(), *q)).collect();
     let too_many = place_request("r", "seoul-bbq", &many, "tok_visa");
-    assert!(bad_fields(&mesh.order().place_order(authed(too_many, &alice)).await.expect_err("invalid")).contains(&"lines".to_owned()));
+    assert!(
+        bad_fields(&mesh.order().place_order(authed(too_many, &alice)).await.expect_err("invalid")).contains(&"lines".to_owned())
+    );
 
     let listed = mesh.order().list_orders(authed(ListOrdersRequest::default(), &alice)).await.expect("list");
     assert!(listed.into_inner().orders.is_empty(), "no order");
     let payment = GetPaymentRequest { lookup: Some(Lookup::OrderId("r".into())) };
-    assert_eq!(mesh.payment().get_payment(authed(payment, &mesh.keys.operator())).await.expect_err("no charge").code(), Code::NotFound);
+    assert_eq!(
+        mesh.payment().get_payment(authed(payment, &mesh.keys.operator())).await.expect_err("no charge").code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +189,10 @@ async fn bad_ids_paging_and_filters_are_invalid_arguments_on_every_service() {
     let get = GetOrderRequest { order_id: "../../etc/passwd".into() };
     assert_eq!(bad_fields(&mesh.order().get_order(authed(get, &alice)).await.expect_err("bad id")), ["order_id"]);
     let cancel = CancelOrderRequest { order_id: String::new(), request_id: String::new(), reason: "x".repeat(201) };
-    assert_eq!(bad_fields(&mesh.order().cancel_order(authed(cancel, &alice)).await.expect_err("bad")), ["order_id", "request_id", "reason"]);
+    assert_eq!(
+        bad_fields(&mesh.order().cancel_order(authed(cancel, &alice)).await.expect_err("bad")),
+        ["order_id", "request_id", "reason"]
+    );
     let page = ListOrdersRequest { page_size: -1, page_token: "garbage".into() };
     assert_eq!(bad_fields(&mesh.order().list_orders(authed(page, &alice)).await.expect_err("bad")), ["page_size", "page_token"]);
     let statuses = ListStoreOrdersRequest { statuses: vec![0, 99], ..Default::default() };
@@ -183,7 +202,10 @@ async fn bad_ids_paging_and_filters_are_invalid_arguments_on_every_service() {
     );
     let menu = GetMenuRequest { store_id: "no-such-store".into() };
     let err = mesh.store().get_menu(authed(menu, &alice)).await.expect_err("unknown store");
-    assert_eq!((err.code(), err.get_details_error_info().expect("ErrorInfo").reason.as_str()), (Code::NotFound, "STORE_NOT_FOUND"));
+    assert_eq!(
+        (err.code(), err.get_details_error_info().expect("ErrorInfo").reason.as_str()),
+        (Code::NotFound, "STORE_NOT_FOUND")
+    );
     let cook = StartCookingRequest { order_id: "ord_x".into(), request_id: "r".into() };
     assert_eq!(mesh.store().start_cooking(authed(cook, &staff)).await.expect_err("unknown").code(), Code::NotFound);
 }
@@ -213,7 +235,8 @@ async fn list_orders_pages_through_every_order_newest_first() {
     assert_eq!(seen, placed, "each order once, newest first");
     assert_eq!(pages, 3);
 
-    let stores = mesh.store().list_stores(authed(ListStoresRequest { page_size: 2, ..Default::default() }, &mesh.customer("dave"))).await;
+    let stores =
+        mesh.store().list_stores(authed(ListStoresRequest { page_size: 2, ..Default::default() }, &mesh.customer("dave"))).await;
     let stores = stores.expect("stores").into_inner();
     assert_eq!(stores.stores.len(), 2);
     let rest = ListStoresRequest { page_size: 2, page_token: stores.next_page_token };
@@ -236,7 +259,8 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
     ] {
         let addr = mesh.addr(service).to_string();
         // grpcurl 1.8 speaks reflection v1alpha only.
-        let listed = Command::new(tool("grpcurl")).args(["-plaintext", &addr, "list"]).output().expect("grpcurl runs (scripts/bootstrap)");
+        let listed =
+            Command::new(tool("grpcurl")).args(["-plaintext", &addr, "list"]).output().expect("grpcurl runs (scripts/bootstrap)");
         let listed = String::from_utf8_lossy(&listed.stdout);
         assert!(listed.lines().any(|l| l == name), "grpcurl lists {name}: {listed}");
         assert!(listed.lines().any(|l| l == "grpc.health.v1.Health"), "{listed}");
@@ -244,7 +268,17 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
         // buf curl asks for reflection v1 first.
         let url = format!("http://{addr}/grpc.health.v1.Health/Check");
         let health = Command::new(tool("buf"))
-            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1", "-d", &format!("{{\"service\":\"{name}\"}}"), &url])
+            .args([
+                "curl",
+                "--protocol",
+                "grpc",
+                "--http2-prior-knowledge",
+                "--reflect-protocol",
+                "grpc-v1",
+                "-d",
+                &format!("{{\"service\":\"{name}\"}}"),
+                &url,
+            ])
             .output()
             .expect("buf runs");
         let body = String::from_utf8_lossy(&health.stdout);

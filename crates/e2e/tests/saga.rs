@@ -10,8 +10,8 @@ use foodmesh_proto::{
     order::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PaymentState, WatchOrderRequest},
     payment::v1::{GetPaymentRequest, PaymentStatus, get_payment_request::Lookup},
     store::v1::{
-        CompleteDeliveryRequest, ListStoreOrdersRequest, RejectOrderRequest, StartCookingRequest, StartDeliveryRequest, StoreOrder,
-        StoreOrderStatus,
+        CompleteDeliveryRequest, ListStoreOrdersRequest, RejectOrderRequest, StartCookingRequest, StartDeliveryRequest,
+        StoreOrder, StoreOrderStatus,
     },
 };
 use tokio_stream::StreamExt;
@@ -24,8 +24,13 @@ fn statuses(order: &Order) -> Vec<OrderStatus> {
 
 async fn notifications(mesh: &Mesh, customer: &str, order_id: &str) -> Vec<Notification> {
     let request = ListNotificationsRequest { order_id: order_id.into(), page_size: 100, ..Default::default() };
-    let mut list =
-        mesh.notification().list_notifications(authed(request, &mesh.customer(customer))).await.expect("list").into_inner().notifications;
+    let mut list = mesh
+        .notification()
+        .list_notifications(authed(request, &mesh.customer(customer)))
+        .await
+        .expect("list")
+        .into_inner()
+        .notifications;
     list.reverse(); // oldest first
     list
 }
@@ -46,7 +51,13 @@ async fn store_orders(mesh: &Mesh, store_id: &str) -> Vec<StoreOrder> {
 
 async fn payment_of(mesh: &Mesh, customer: &str, order_id: &str) -> foodmesh_proto::payment::v1::Payment {
     let request = GetPaymentRequest { lookup: Some(Lookup::OrderId(order_id.into())) };
-    mesh.payment().get_payment(authed(request, &mesh.customer(customer))).await.expect("payment").into_inner().payment.expect("payment")
+    mesh.payment()
+        .get_payment(authed(request, &mesh.customer(customer)))
+        .await
+        .expect("payment")
+        .into_inner()
+        .payment
+        .expect("payment")
 }
 
 async fn staff_step(mesh: &Mesh, store_id: &str, order_id: &str, step: &str) -> Result<StoreOrder, tonic::Status> {
@@ -54,10 +65,18 @@ async fn staff_step(mesh: &Mesh, store_id: &str, order_id: &str, step: &str) -> 
     let mut store = mesh.store();
     let (id, rid) = (order_id.to_owned(), format!("{step}-{order_id}"));
     let order = match step {
-        "cook" => store.start_cooking(authed(StartCookingRequest { order_id: id, request_id: rid }, &token)).await?.into_inner().order,
-        "deliver" => store.start_delivery(authed(StartDeliveryRequest { order_id: id, request_id: rid }, &token)).await?.into_inner().order,
+        "cook" => {
+            store.start_cooking(authed(StartCookingRequest { order_id: id, request_id: rid }, &token)).await?.into_inner().order
+        }
+        "deliver" => {
+            store.start_delivery(authed(StartDeliveryRequest { order_id: id, request_id: rid }, &token)).await?.into_inner().order
+        }
         "complete" => {
-            store.complete_delivery(authed(CompleteDeliveryRequest { order_id: id, request_id: rid }, &token)).await?.into_inner().order
+            store
+                .complete_delivery(authed(CompleteDeliveryRequest { order_id: id, request_id: rid }, &token))
+                .await?
+                .into_inner()
+                .order
         }
         other => panic!("unknown step {other}"),
     };
@@ -98,7 +117,7 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
 
     let delivered = mesh.wait_status("alice", &placed.order_id, Delivered).await;
     assert_eq!(statuses(&delivered), [Placed, Accepted, Cooking, Delivering, Delivered]);
-    let times: Vec<_> = delivered.timeline.iter().map(|c| c.occurred_at.clone().expect("time")).collect();
+    let times: Vec<_> = delivered.timeline.iter().map(|c| c.occurred_at.expect("time")).collect();
     assert!(times.windows(2).all(|w| (w[0].seconds, w[0].nanos) <= (w[1].seconds, w[1].nanos)), "timeline in time order");
 
     use NotificationKind as K;
@@ -166,7 +185,10 @@ async fn the_same_request_id_is_one_order_and_reusing_it_for_another_order_is_re
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "REQUEST_ID_REUSED");
 
-    eventually(SAGA_TIMEOUT, "both orders in the store", || async { (store_orders(&mesh, "seoul-bbq").await.len() == 2).then_some(()) }).await;
+    eventually(SAGA_TIMEOUT, "both orders in the store", || async {
+        (store_orders(&mesh, "seoul-bbq").await.len() == 2).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store_orders(&mesh, "seoul-bbq").await.len(), 2, "each order reached the store once");
 }
@@ -177,11 +199,16 @@ async fn cancelling_before_cooking_refunds_once_and_takes_the_order_off_the_kitc
     let mesh = Mesh::start().await;
     let order = mesh.place("alice", "r-cancel", "seoul-bbq", &[("bulgogi", 1)]).await;
     mesh.wait_status("alice", &order.order_id, Accepted).await;
-    let cancel = || CancelOrderRequest { order_id: order.order_id.clone(), request_id: "c1".into(), reason: "plans changed".into() };
+    let cancel =
+        || CancelOrderRequest { order_id: order.order_id.clone(), request_id: "c1".into(), reason: "plans changed".into() };
     let cancelled = mesh.order().cancel_order(authed(cancel(), &mesh.customer("alice"))).await.expect("cancelled").into_inner();
     assert_eq!(cancelled.order.expect("order").status(), Cancelled, "the store answered within the wait");
 
-    let refunded = mesh.wait_order("alice", &order.order_id, "the refund", |o| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)).await;
+    let refunded = mesh
+        .wait_order("alice", &order.order_id, "the refund", |o| {
+            o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)
+        })
+        .await;
     assert_eq!(statuses(&refunded), [Placed, Accepted, CancellationRequested, Cancelled]);
     let again = mesh.order().cancel_order(authed(cancel(), &mesh.customer("alice"))).await.expect("idempotent").into_inner();
     assert_eq!(again.order.expect("order").status(), Cancelled);
@@ -216,7 +243,8 @@ async fn cancelling_after_cooking_started_is_refused_and_changes_nothing() {
     assert_eq!(info.reason, "ORDER_NOT_CANCELLABLE");
     assert_eq!(info.metadata.get("status").map(String::as_str), Some("COOKING"));
 
-    let after = mesh.order().get_order(authed(GetOrderRequest { order_id: order.order_id.clone() }, &mesh.customer("alice"))).await;
+    let after =
+        mesh.order().get_order(authed(GetOrderRequest { order_id: order.order_id.clone() }, &mesh.customer("alice"))).await;
     assert_eq!(after.expect("get").into_inner().order.expect("order"), cooking, "nothing changed");
     assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
     assert_eq!(store_orders(&mesh, "seoul-bbq").await[0].status(), StoreOrderStatus::Cooking);
@@ -234,13 +262,18 @@ async fn a_cancel_racing_the_start_of_cooking_has_exactly_one_winner_and_at_most
         let token = mesh.customer("alice");
         let (cancelled, cooked) =
             tokio::join!(orders.cancel_order(authed(cancel, &token)), staff_step(&mesh, "pizza-napoli", &order.order_id, "cook"));
-        let kitchen = store_orders(&mesh, "pizza-napoli").await.into_iter().find(|o| o.order_id == order.order_id).expect("in the store");
+        let kitchen =
+            store_orders(&mesh, "pizza-napoli").await.into_iter().find(|o| o.order_id == order.order_id).expect("in the store");
         match (cancelled, cooked) {
             (Ok(_), Err(cook_err)) => {
                 outcomes.0 += 1;
                 assert_eq!(cook_err.code(), Code::FailedPrecondition);
                 assert_eq!(kitchen.status(), StoreOrderStatus::Cancelled);
-                let done = mesh.wait_order("alice", &order.order_id, "the refund", |o| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)).await;
+                let done = mesh
+                    .wait_order("alice", &order.order_id, "the refund", |o| {
+                        o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded)
+                    })
+                    .await;
                 assert_eq!(done.status(), OrderStatus::Cancelled);
             }
             (Err(cancel_err), Ok(_)) => {
@@ -289,7 +322,8 @@ async fn a_rejected_order_is_refunded_and_the_customer_hears_why() {
     let mesh = Mesh::start().await;
     let order = mesh.place("alice", "r-reject", "seoul-bbq", &[("galbi", 2)]).await;
     mesh.wait_status("alice", &order.order_id, OrderStatus::Accepted).await;
-    let reject = RejectOrderRequest { order_id: order.order_id.clone(), request_id: "rej".into(), reason: "out of short ribs".into() };
+    let reject =
+        RejectOrderRequest { order_id: order.order_id.clone(), request_id: "rej".into(), reason: "out of short ribs".into() };
     mesh.store().reject_order(authed(reject, &mesh.staff("seoul-bbq"))).await.expect("rejected");
     // The rejection (store events) and the refund (payment events) reach the
     // view in either order; wait for both.
@@ -348,7 +382,8 @@ async fn webhook_messages_are_retried_until_accepted_and_each_is_stored_once() {
 async fn watch_notifications_streams_each_new_message_as_it_happens() {
     let mesh = Mesh::start().await;
     let request = WatchNotificationsRequest { order_id: String::new(), include_existing: false };
-    let mut stream = mesh.notification().watch_notifications(authed(request, &mesh.customer("carol"))).await.expect("watch").into_inner();
+    let mut stream =
+        mesh.notification().watch_notifications(authed(request, &mesh.customer("carol"))).await.expect("watch").into_inner();
     let order = mesh.place("carol", "r-watch", "pizza-napoli", &[("calzone", 1)]).await;
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
@@ -360,7 +395,12 @@ async fn watch_notifications_streams_each_new_message_as_it_happens() {
     assert_eq!(kinds, [NotificationKind::OrderPlaced, NotificationKind::OrderAccepted]);
 
     let replay = WatchNotificationsRequest { order_id: order.order_id.clone(), include_existing: true };
-    let mut again = mesh.notification().watch_notifications(authed(replay, &mesh.customer("carol"))).await.expect("watch").into_inner();
+    let mut again =
+        mesh.notification().watch_notifications(authed(replay, &mesh.customer("carol"))).await.expect("watch").into_inner();
     let first = tokio::time::timeout(SAGA_TIMEOUT, again.next()).await.expect("replayed").expect("open").expect("ok");
-    assert_eq!(first.notification.expect("n").kind(), NotificationKind::OrderPlaced, "existing messages come first, oldest first");
+    assert_eq!(
+        first.notification.expect("n").kind(),
+        NotificationKind::OrderPlaced,
+        "existing messages come first, oldest first"
+    );
 }

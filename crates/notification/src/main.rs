@@ -4,5 +4,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    foodmesh_platform::lifecycle::main("notification", foodmesh_notification::Settings::load(), foodmesh_notification::start).await
+    foodmesh_platform::lifecycle::main("notification", foodmesh_notification::Settings::load(), foodmesh_notification::start)
+        .await
 }

@@ -52,7 +52,8 @@ impl PaymentGateway for GrpcPaymentGateway {
             });
             // Sent as grpc-timeout, so payment gives up when we do.
             call.set_timeout(timeout);
-            let authorization = request.credentials.0.parse().map_err(|_| GatewayError::Refused("credentials are not ASCII".into()))?;
+            let authorization =
+                request.credentials.0.parse().map_err(|_| GatewayError::Refused("credentials are not ASCII".into()))?;
             call.metadata_mut().insert("authorization", authorization);
             let mut client = self.client.clone();
             match tokio::time::timeout(timeout, client.charge(call)).await {
@@ -70,9 +71,11 @@ impl PaymentGateway for GrpcPaymentGateway {
                             let why = why.unwrap_or_else(|| status.message().to_owned());
                             Ok(ChargeOutcome::Declined { reason: why })
                         }
-                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled | Code::Aborted => {
-                            Err(GatewayError::Unavailable(format!("{:?}: {}", status.code(), status.message())))
-                        }
+                        Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::ResourceExhausted
+                        | Code::Cancelled
+                        | Code::Aborted => Err(GatewayError::Unavailable(format!("{:?}: {}", status.code(), status.message()))),
                         _ => Err(GatewayError::Refused(format!("{:?} {reason}: {}", status.code(), status.message()))),
                     }
                 }

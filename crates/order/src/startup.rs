@@ -71,7 +71,8 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let common = settings.common;
     let infra = Infra::connect(&common, "order").await?;
     let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.timeout)?);
-    let app = Arc::new(OrderApp::new(infra.db.clone(), infra.outbox.clone(), payment, Timing { cancel_wait: settings.cancel.wait }));
+    let app =
+        Arc::new(OrderApp::new(infra.db.clone(), infra.outbox.clone(), payment, Timing { cancel_wait: settings.cancel.wait }));
     let stop = CancellationToken::new();
 
     let mut host = GrpcHost::bind(&common.server).await?;

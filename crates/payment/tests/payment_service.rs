@@ -15,8 +15,8 @@ use foodmesh_platform::{
 use foodmesh_proto::{
     common::v1::Money,
     payment::v1::{
-        ChargeRequest, GetPaymentRequest, PaymentEvent, PaymentStatus, RefundRequest, get_payment_request::Lookup,
-        payment_event, payment_service_client::PaymentServiceClient,
+        ChargeRequest, GetPaymentRequest, PaymentEvent, PaymentStatus, RefundRequest, get_payment_request::Lookup, payment_event,
+        payment_service_client::PaymentServiceClient,
     },
     store::v1::{OrderStatusChanged, StoreEvent, StoreOrderStatus, store_event},
 };
@@ -60,10 +60,7 @@ fn charge(order_id: &str, amount: i64, token: &str) -> ChargeRequest {
 async fn published_events(nats: &NatsServer) -> Vec<PaymentEvent> {
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     let stream = js.get_stream(PAYMENT_EVENTS.name).await.expect("stream exists");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
+    let consumer = stream.create_consumer(jetstream::consumer::pull::OrderedConfig::default()).await.expect("ordered consumer");
     let pending = consumer.cached_info().num_pending as usize;
     let messages = consumer.messages().await.expect("messages");
     messages
@@ -146,7 +143,11 @@ async fn refunds_need_an_operator_and_happen_once() {
     let alice = p.keys.customer("alice");
     let paid = p.client.charge(authed(charge("ord-4", 7_000, "tok_visa"), &alice)).await.expect("captured");
     let payment_id = paid.into_inner().payment.expect("payment").payment_id;
-    let refund = |request_id: &str| RefundRequest { request_id: request_id.into(), payment_id: payment_id.clone(), reason: "goodwill".into() };
+    let refund = |request_id: &str| RefundRequest {
+        request_id: request_id.into(),
+        payment_id: payment_id.clone(),
+        reason: "goodwill".into(),
+    };
 
     let denied = p.client.refund(authed(refund("r1"), &alice)).await.expect_err("customers cannot refund");
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -188,8 +189,10 @@ async fn a_store_cancellation_refunds_the_order_once_however_often_it_is_told() 
                 reason: "test".into(),
             })),
         };
-        let subject = if status == StoreOrderStatus::Cancelled { subjects::STORE_ORDER_CANCELLED } else { subjects::STORE_ORDER_REJECTED };
-        let publish = jetstream::message::PublishMessage::build().payload(event.encode_to_vec().into()).message_id(&metadata.event_id);
+        let subject =
+            if status == StoreOrderStatus::Cancelled { subjects::STORE_ORDER_CANCELLED } else { subjects::STORE_ORDER_REJECTED };
+        let publish =
+            jetstream::message::PublishMessage::build().payload(event.encode_to_vec().into()).message_id(&metadata.event_id);
         js.send_publish(subject, publish).await.expect("publish").await.expect("ack");
     }
 
@@ -243,12 +246,14 @@ async fn bad_input_lists_every_bad_field_and_stores_nothing() {
     let err = p.client.charge(authed(bad, &alice)).await.expect_err("invalid");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "INVALID_REQUEST");
-    let fields: Vec<String> = err.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|v| v.field).collect();
+    let fields: Vec<String> =
+        err.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|v| v.field).collect();
     assert_eq!(fields, ["request_id", "order_id", "amount.currency_code", "payment_token"]);
 
     let zero = charge("ord-7", 0, "tok_visa");
     let err = p.client.charge(authed(zero, &alice)).await.expect_err("zero amount");
-    let fields: Vec<String> = err.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|v| v.field).collect();
+    let fields: Vec<String> =
+        err.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|v| v.field).collect();
     assert_eq!(fields, ["amount.amount_minor"]);
     let lookup = GetPaymentRequest { lookup: Some(Lookup::OrderId("ord-7".into())) };
     assert_eq!(p.client.get_payment(authed(lookup, &alice)).await.expect_err("nothing stored").code(), Code::NotFound);

@@ -213,10 +213,10 @@ impl Verifier {
     /// Checks one token; a token verified before is trusted until it expires.
     pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((principal, exp)) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
-            if *exp > now {
-                return Ok(principal.clone());
-            }
+        if let Some((principal, exp)) = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token)
+            && *exp > now
+        {
+            return Ok(principal.clone());
         }
         let (principal, exp) = self.verify_uncached(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -394,7 +394,9 @@ mod tests {
         let (private, public) = generate_keypair().expect("keygen");
         let verifier = Verifier::from_public_pem(public.as_bytes(), &settings()).expect("verifier");
         let customer = Principal::Customer { customer_id: "a".into() };
-        for (kid, iss, aud) in [("k1", "someone-else", "foodmesh"), ("k1", "foodmesh-test", "other"), ("k2", "foodmesh-test", "foodmesh")] {
+        for (kid, iss, aud) in
+            [("k1", "someone-else", "foodmesh"), ("k1", "foodmesh-test", "other"), ("k2", "foodmesh-test", "foodmesh")]
+        {
             let issuer = TokenIssuer::from_private_pem(private.as_bytes(), kid, iss, aud).expect("issuer");
             let token = issuer.issue(&customer, HOUR).expect("sign");
             assert!(matches!(verifier.verify_token(&token), Err(AuthError::Invalid(_))), "{kid} {iss} {aud}");
@@ -407,7 +409,9 @@ mod tests {
         let token = issuer.issue(&Principal::Customer { customer_id: "alice".into() }, HOUR).expect("sign");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         // Re-encode the claims with another subject, keeping the old signature.
-        let forged = base64_url(br#"{"iss":"foodmesh-test","aud":"foodmesh","sub":"mallory","exp":99999999999,"iat":0,"role":"customer"}"#);
+        let forged = base64_url(
+            br#"{"iss":"foodmesh-test","aud":"foodmesh","sub":"mallory","exp":99999999999,"iat":0,"role":"customer"}"#,
+        );
         parts[1] = forged;
         assert!(matches!(verifier.verify_token(&parts.join(".")), Err(AuthError::Invalid(_))));
         assert!(matches!(verifier.verify_token("not-a-jwt"), Err(AuthError::Invalid(_))));
@@ -421,7 +425,11 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         // A planted entry shows whether the cache was consulted.
         let plant = |exp: u64| {
-            verifier.verified.lock().expect("lock").insert(token.clone(), (Principal::Operator { operator_id: "planted".into() }, exp));
+            verifier
+                .verified
+                .lock()
+                .expect("lock")
+                .insert(token.clone(), (Principal::Operator { operator_id: "planted".into() }, exp));
         };
         plant(now + 60);
         assert!(matches!(verifier.verify_token(&token), Ok(Principal::Operator { .. })), "a live entry is used");

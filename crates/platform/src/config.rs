@@ -53,8 +53,8 @@ pub enum ConfigError {
 /// ones winning), the file given
 /// on the command line or in `FOODMESH_CONFIG`, and the process environment.
 pub fn load<T: DeserializeOwned>(defaults: &[&str]) -> Result<T, ConfigError> {
-    let file = config_path_from_args(std::env::args().skip(1))?
-        .or_else(|| std::env::var_os("FOODMESH_CONFIG").map(PathBuf::from));
+    let file =
+        config_path_from_args(std::env::args().skip(1))?.or_else(|| std::env::var_os("FOODMESH_CONFIG").map(PathBuf::from));
     let file = match file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
@@ -104,10 +104,10 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Table {
     for (key, value) in env {
         if let Some((_, path)) = ALIASES.iter().find(|(alias, _)| *alias == key) {
             settings.insert((0, (*path).to_owned()), value);
-        } else if let Some(path) = key.strip_prefix("FOODMESH_") {
-            if path != "CONFIG" {
-                settings.insert((1, path.to_ascii_lowercase()), value);
-            }
+        } else if let Some(path) = key.strip_prefix("FOODMESH_")
+            && path != "CONFIG"
+        {
+            settings.insert((1, path.to_ascii_lowercase()), value);
         }
     }
     let mut layer = Table::new();
@@ -268,14 +268,14 @@ mod tests {
 
     #[test]
     fn a_value_of_the_wrong_type_names_the_key() {
-        let err = load_from::<Settings>(&[DEFAULTS], None, env(&[("FOODMESH_SERVER__DRAIN_MS", "soon")]))
-            .expect_err("must fail");
+        let err = load_from::<Settings>(&[DEFAULTS], None, env(&[("FOODMESH_SERVER__DRAIN_MS", "soon")])).expect_err("must fail");
         assert!(err.to_string().contains("drain_ms"), "{err}");
     }
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let settings: Settings = load_from(&[DEFAULTS], None, env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")])).expect("loads");
+        let settings: Settings =
+            load_from(&[DEFAULTS], None, env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")])).expect("loads");
         assert!(!format!("{settings:?}").contains("hunter2"));
     }
 

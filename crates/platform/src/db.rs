@@ -142,8 +142,8 @@ impl Database {
             })
         };
         let writer = with_pragmas(pool_options(settings).max_connections(1)).connect_lazy_with(options.clone());
-        let reader = with_pragmas(pool_options(settings).max_connections(settings.max_connections.max(1)))
-            .connect_lazy_with(options);
+        let reader =
+            with_pragmas(pool_options(settings).max_connections(settings.max_connections.max(1))).connect_lazy_with(options);
         Ok(Self { writer, reader, backend: Backend::Sqlite })
     }
 
@@ -229,15 +229,15 @@ impl Params {
         Self { numbered: conn.backend_name() != "SQLite", count: 0 }
     }
 
-    /// The next placeholder.
-    pub fn next(&mut self) -> String {
+    /// The placeholder of the next value.
+    pub fn value(&mut self) -> String {
         self.count += 1;
         if self.numbered { format!("${}", self.count) } else { "?".to_owned() }
     }
 
     /// `n` placeholders separated by commas.
     pub fn list(&mut self, n: usize) -> String {
-        (0..n).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+        (0..n).map(|_| self.value()).collect::<Vec<_>>().join(", ")
     }
 
     /// `(` `n` placeholders `)`: one row of a `VALUES` list.
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn numbered_placeholders_count_in_order_of_appearance() {
         let mut p = Params { numbered: true, count: 0 };
-        assert_eq!(p.next(), "$1");
+        assert_eq!(p.value(), "$1");
         assert_eq!(p.rows(2, 2), "($2, $3), ($4, $5)");
         assert_eq!(p.list(0), "");
         let mut anonymous = Params { numbered: false, count: 0 };

@@ -241,10 +241,12 @@ impl GrpcHost {
     /// Starts serving in the background until `stop` is cancelled, then
     /// finishes the requests in flight. Returns the readiness switch (starting
     /// NOT_SERVING) and the server task.
-    pub async fn spawn(mut self, stop: CancellationToken) -> Result<(Readiness, JoinHandle<Result<(), tonic::transport::Error>>), tonic_reflection::server::Error> {
+    pub async fn spawn(
+        mut self,
+        stop: CancellationToken,
+    ) -> Result<(Readiness, JoinHandle<Result<(), tonic::transport::Error>>), tonic_reflection::server::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let readiness =
-            Readiness { health, open: Arc::new(AtomicBool::new(false)), services: Arc::new(self.services.clone()) };
+        let readiness = Readiness { health, open: Arc::new(AtomicBool::new(false)), services: Arc::new(self.services.clone()) };
         // tonic-health starts the empty service name as SERVING; a service is not
         // ready until its migrations ran and its broker connection is up.
         readiness.set_not_serving().await;
@@ -304,10 +306,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        std::future::Ready<Result<http::Response<Body>, S::Error>>,
-    >;
+    type Future = futures::future::Either<S::Future, std::future::Ready<Result<http::Response<Body>, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -347,7 +346,8 @@ mod tests {
         v.add("b[0].c", "is too long");
         let status = invalid_argument("x.foodmesh.dev", &v);
         assert_eq!(status.code(), Code::InvalidArgument);
-        let fields: Vec<_> = status.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|f| f.field).collect();
+        let fields: Vec<_> =
+            status.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|f| f.field).collect();
         assert_eq!(fields, ["a", "b[0].c"]);
         let info = status.get_details_error_info().expect("ErrorInfo");
         assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_REQUEST", "x.foodmesh.dev"));

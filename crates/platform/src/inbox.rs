@@ -18,7 +18,11 @@ pub async fn first_delivery(conn: &mut AnyConnection, consumer: &str, event_id: 
 
 /// Records a batch of event ids in one statement; returns the ids that were
 /// new (the others were applied before and must be skipped).
-pub async fn first_deliveries<S: AsRef<str>>(conn: &mut AnyConnection, consumer: &str, event_ids: &[S]) -> Result<HashSet<String>, sqlx::Error> {
+pub async fn first_deliveries<S: AsRef<str>>(
+    conn: &mut AnyConnection,
+    consumer: &str,
+    event_ids: &[S],
+) -> Result<HashSet<String>, sqlx::Error> {
     if event_ids.is_empty() {
         return Ok(HashSet::new());
     }

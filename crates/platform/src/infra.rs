@@ -5,10 +5,10 @@ use serde::Deserialize;
 use crate::{
     auth::{AuthSettings, KeyError, Verifier},
     consumer::ConsumerSpec,
-    lifecycle::Workers,
-    messaging::StreamSpec,
     db::{Database, DatabaseSettings, DbError},
     grpc::ServerSettings,
+    lifecycle::Workers,
+    messaging::StreamSpec,
     messaging::{self, NatsSettings},
     outbox::{OutboxSignal, Relay, RelaySettings},
 };
@@ -101,7 +101,12 @@ impl Infra {
     }
 
     /// A consumer spec for `durable` on `stream`, sized by the settings.
-    pub fn consumer(settings: &ConsumerSettings, stream: StreamSpec, durable: &'static str, filter_subjects: &[&str]) -> ConsumerSpec {
+    pub fn consumer(
+        settings: &ConsumerSettings,
+        stream: StreamSpec,
+        durable: &'static str,
+        filter_subjects: &[&str],
+    ) -> ConsumerSpec {
         ConsumerSpec {
             stream,
             durable,

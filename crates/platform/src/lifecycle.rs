@@ -157,7 +157,11 @@ where
 
 /// The whole `main` of a service binary: logging, settings (a bad setting
 /// stops the process with a message naming it), start, run until a signal.
-pub async fn main<S, F, Fut>(name: &'static str, settings: Result<S, crate::config::ConfigError>, start: F) -> std::process::ExitCode
+pub async fn main<S, F, Fut>(
+    name: &'static str,
+    settings: Result<S, crate::config::ConfigError>,
+    start: F,
+) -> std::process::ExitCode
 where
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = Result<Running, BoxError>>,

@@ -142,9 +142,10 @@ pub async fn connect(settings: &NatsSettings, client_name: &str) -> Result<async
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5));
     if let Some(credentials) = &settings.credentials_file {
-        options = options.credentials_file(credentials).await.map_err(|e| {
-            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, e)
-        })?;
+        options = options
+            .credentials_file(credentials)
+            .await
+            .map_err(|e| async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, e))?;
     }
     options.connect(settings.url.as_str()).await
 }

@@ -178,12 +178,11 @@ impl Relay {
 
     /// Publishes one batch of unsent rows and marks the acknowledged ones sent.
     pub async fn publish_pending(&self) -> Result<RoundReport, RelayError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, subject, payload, headers FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-        )
-        .bind(i64::try_from(self.settings.batch_size).unwrap_or(i64::MAX))
-        .fetch_all(self.db.reader())
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, event_id, subject, payload, headers FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1")
+                .bind(i64::try_from(self.settings.batch_size).unwrap_or(i64::MAX))
+                .fetch_all(self.db.reader())
+                .await?;
         let mut report = RoundReport { read: rows.len(), ..RoundReport::default() };
         if rows.is_empty() {
             return Ok(report);
@@ -229,7 +228,7 @@ impl Relay {
         if !sent.is_empty() {
             let mut conn = self.db.writer().acquire().await?;
             let mut p = Params::new(&conn);
-            let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.next(), p.list(sent.len()));
+            let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.value(), p.list(sent.len()));
             // The statement holds only placeholders; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
             for id in &sent {
@@ -245,7 +244,10 @@ impl Relay {
     pub async fn purge(&self) -> Result<(), sqlx::Error> {
         let retention = i64::try_from(self.settings.retention.as_micros()).unwrap_or(i64::MAX);
         let cutoff = Timestamp::now().as_micros().saturating_sub(retention);
-        sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1").bind(cutoff).execute(self.db.writer()).await?;
+        sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(cutoff)
+            .execute(self.db.writer())
+            .await?;
         sqlx::query("DELETE FROM inbox WHERE processed_at < $1").bind(cutoff).execute(self.db.writer()).await?;
         Ok(())
     }

@@ -160,7 +160,7 @@ impl TestDatabases {
 impl Drop for TestDatabases {
     fn drop(&mut self) {
         if let TestDatabases::Postgres { admin_url, created, .. } = self {
-            let names = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+            let names = std::mem::take(created.get_mut().unwrap_or_else(|e| e.into_inner()));
             if names.is_empty() {
                 return;
             }
@@ -171,7 +171,8 @@ impl Drop for TestDatabases {
                 runtime.block_on(async move {
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
                         for db in names {
-                            let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
+                            let _ =
+                                conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
                         }
                     }
                 });

@@ -53,7 +53,19 @@ pub(crate) fn catalog_items(c: &Catalog) -> Vec<pb::MenuItem> {
 }
 
 pub(crate) fn store_order(o: &StoreOrder) -> pb::StoreOrder {
-    let StoreOrder { order_id, store_id, customer_id, lines, total, delivery_address, status: s, version, reason, received_at, updated_at } = o;
+    let StoreOrder {
+        order_id,
+        store_id,
+        customer_id,
+        lines,
+        total,
+        delivery_address,
+        status: s,
+        version,
+        reason,
+        received_at,
+        updated_at,
+    } = o;
     pb::StoreOrder {
         order_id: order_id.clone(),
         store_id: store_id.clone(),

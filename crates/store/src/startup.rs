@@ -85,7 +85,12 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let catalogs = Arc::new(seed::parse(&catalog_text)?);
     let common = settings.common;
     let k = &settings.auto_kitchen;
-    let kitchen = AutoKitchen { enabled: k.enabled, cook_after: k.cook_after, deliver_after: k.deliver_after, complete_after: k.complete_after };
+    let kitchen = AutoKitchen {
+        enabled: k.enabled,
+        cook_after: k.cook_after,
+        deliver_after: k.deliver_after,
+        complete_after: k.complete_after,
+    };
     let tick = k.tick;
 
     let infra = Infra::connect(&common, "store").await?;

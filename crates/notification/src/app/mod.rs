@@ -65,7 +65,14 @@ impl std::fmt::Debug for NotificationApp {
 impl NotificationApp {
     /// The use cases over `db`, sending through `channel`.
     pub fn new(db: Database, channel: Arc<dyn Channel>, policy: RetryPolicy, concurrency: usize) -> Self {
-        Self { db, channel, policy, concurrency: concurrency.max(1), due: Arc::new(Notify::new()), created: broadcast::channel(4096).0 }
+        Self {
+            db,
+            channel,
+            policy,
+            concurrency: concurrency.max(1),
+            due: Arc::new(Notify::new()),
+            created: broadcast::channel(4096).0,
+        }
     }
 
     /// Records a batch of order changes, one message per order and kind, in
@@ -75,8 +82,11 @@ impl NotificationApp {
         let event_ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
         // `remove`: a message delivered twice within one batch counts once.
-        let notifications: Vec<Notification> =
-            changes.iter().filter(|(id, _)| fresh.remove(id)).map(|(_, change)| Notification::compose(change, self.channel.name())).collect();
+        let notifications: Vec<Notification> = changes
+            .iter()
+            .filter(|(id, _)| fresh.remove(id))
+            .map(|(_, change)| Notification::compose(change, self.channel.name()))
+            .collect();
         let customers = db::insert_all(&mut tx, &notifications).await?;
         tx.commit().await?;
         if !customers.is_empty() {
@@ -114,7 +124,9 @@ impl NotificationApp {
                 Err(error) => {
                     let retry_at = self.policy.next_attempt(attempts, now);
                     match retry_at {
-                        Some(_) => tracing::warn!(notification_id = %n.notification_id, attempts, %error, "send failed; will retry"),
+                        Some(_) => {
+                            tracing::warn!(notification_id = %n.notification_id, attempts, %error, "send failed; will retry")
+                        }
                         None => tracing::error!(notification_id = %n.notification_id, attempts, %error, "send failed; giving up"),
                     }
                     db::mark_failed(&mut tx, n.seq, attempts, error, retry_at).await?;
@@ -146,7 +158,12 @@ impl NotificationApp {
     }
 
     /// A page of the customer's messages, newest first.
-    pub async fn list(&self, customer_id: &str, order_id: &str, page: &PageRequest) -> Result<(Vec<Notification>, String), Error> {
+    pub async fn list(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<Notification>, String), Error> {
         let before = page.after.as_ref().map(|c| c.key);
         let rows = db::page(self.db.reader(), customer_id, order_id, before, i64::from(page.size) + 1).await?;
         Ok(paging::finish(rows, page.size, |n| Cursor { key: n.seq, id: String::new() }))
@@ -167,7 +184,9 @@ impl NotificationApp {
         // Start after the oldest of the (at most 100) newest existing messages,
         // or after everything that exists now.
         let start = if include_existing {
-            db::page(self.db.reader(), &customer_id, &order_id, None, 100).await.map(|rows| rows.last().map_or(0, |oldest| oldest.seq - 1))
+            db::page(self.db.reader(), &customer_id, &order_id, None, 100)
+                .await
+                .map(|rows| rows.last().map_or(0, |oldest| oldest.seq - 1))
         } else {
             db::last_seq(self.db.reader()).await
         };

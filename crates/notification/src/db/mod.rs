@@ -59,7 +59,11 @@ pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]
 }
 
 /// Pending notifications whose send is due, oldest first.
-pub async fn due<'c>(db: impl Executor<'c, Database = Any>, now: Timestamp, limit: i64) -> Result<Vec<Notification>, sqlx::Error> {
+pub async fn due<'c>(
+    db: impl Executor<'c, Database = Any>,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<Notification>, sqlx::Error> {
     sqlx::query(select_where!("status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"))
         .bind(now.as_micros())
         .bind(limit)
@@ -79,7 +83,7 @@ pub async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64], at: Timestamp) ->
     let sql = format!(
         "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = {}, next_attempt_at = NULL, last_error = '' \
          WHERE status = 'PENDING' AND seq IN ({})",
-        p.next(),
+        p.value(),
         p.list(seqs.len())
     );
     // The statement holds only placeholders; every value is bound.
@@ -92,7 +96,13 @@ pub async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64], at: Timestamp) ->
 }
 
 /// Records a failed send: due again at `retry_at`, or FAILED if `None`.
-pub async fn mark_failed(conn: &mut AnyConnection, seq: i64, attempts: u32, error: &str, retry_at: Option<Timestamp>) -> Result<(), sqlx::Error> {
+pub async fn mark_failed(
+    conn: &mut AnyConnection,
+    seq: i64,
+    attempts: u32,
+    error: &str,
+    retry_at: Option<Timestamp>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE notifications SET status = $2, attempts = $3, last_error = $4, next_attempt_at = $5 WHERE seq = $1 AND status = 'PENDING'",
     )

@@ -108,7 +108,9 @@ impl Notification {
                 ("Order received".to_owned(), format!("We got your order {short} and charged {total}. The restaurant is next."))
             }
             (Kind::OrderPlaced, _) => ("Order received".to_owned(), format!("We got your order {short}.")),
-            (Kind::OrderAccepted, _) => ("The restaurant has your order".to_owned(), format!("Order {short} is in the kitchen's queue.")),
+            (Kind::OrderAccepted, _) => {
+                ("The restaurant has your order".to_owned(), format!("Order {short} is in the kitchen's queue."))
+            }
             (Kind::CookingStarted, _) => ("Cooking".to_owned(), format!("Order {short} is being cooked.")),
             (Kind::OutForDelivery, _) => ("On its way".to_owned(), format!("Order {short} has left the restaurant.")),
             (Kind::Delivered, _) => ("Delivered".to_owned(), format!("Order {short} was delivered. Enjoy your meal!")),
@@ -122,13 +124,16 @@ impl Notification {
                 "The restaurant could not take your order".to_owned(),
                 format!("Order {short} was refused ({reason}). You will be refunded."),
             ),
-            (Kind::OrderRejected, _) => {
-                ("The restaurant could not take your order".to_owned(), format!("Order {short} was refused. You will be refunded."))
-            }
+            (Kind::OrderRejected, _) => (
+                "The restaurant could not take your order".to_owned(),
+                format!("Order {short} was refused. You will be refunded."),
+            ),
             (Kind::CancellationRejected, _) => {
                 ("Too late to cancel".to_owned(), format!("Order {short} is already being cooked, so it cannot be cancelled."))
             }
-            (Kind::RefundIssued, Detail::Amount(amount)) => ("Refund issued".to_owned(), format!("{amount} was refunded for order {short}.")),
+            (Kind::RefundIssued, Detail::Amount(amount)) => {
+                ("Refund issued".to_owned(), format!("{amount} was refunded for order {short}."))
+            }
             (Kind::RefundIssued, _) => ("Refund issued".to_owned(), format!("Order {short} was refunded.")),
         };
         Notification {
@@ -183,7 +188,13 @@ mod tests {
     use super::*;
 
     fn change(kind: Kind, detail: Detail) -> OrderChange {
-        OrderChange { order_id: "ord_0123456789abcdef".into(), customer_id: "alice".into(), kind, occurred_at: Timestamp::from_micros(5), detail }
+        OrderChange {
+            order_id: "ord_0123456789abcdef".into(),
+            customer_id: "alice".into(),
+            kind,
+            occurred_at: Timestamp::from_micros(5),
+            detail,
+        }
     }
 
     #[test]

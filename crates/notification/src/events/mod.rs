@@ -50,6 +50,9 @@ pub enum Source {
     Payments,
 }
 
+/// Turns one delivered event into the change it announces, if any.
+type Decoder = fn(&Delivery) -> Result<Option<OrderChange>, String>;
+
 /// Turns one stream's events into notifications.
 #[derive(Debug, Clone)]
 pub struct ChangeHandler {
@@ -66,7 +69,7 @@ impl ChangeHandler {
 
 impl BatchHandler for ChangeHandler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        let (decode, consumer): (fn(&Delivery) -> Result<Option<OrderChange>, String>, &str) = match self.source {
+        let (decode, consumer): (Decoder, &str) = match self.source {
             Source::Orders => (decode_order, ORDER_CONSUMER),
             Source::Store => (decode_store, STORE_CONSUMER),
             Source::Payments => (decode_payment, PAYMENT_CONSUMER),

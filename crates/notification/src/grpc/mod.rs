@@ -74,7 +74,10 @@ impl NotificationService for NotificationGrpc {
         let page = PageRequest::parse(page_size, &page_token, &mut v);
         v.into_result(()).map_err(Error::from)?;
         let (rows, next_page_token) = self.app.list(&customer_id, &order_id, &page).await?;
-        Ok(Response::new(pb::ListNotificationsResponse { notifications: rows.iter().map(notification).collect(), next_page_token }))
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: rows.iter().map(notification).collect(),
+            next_page_token,
+        }))
     }
 
     type WatchNotificationsStream = NotificationStream;
@@ -101,7 +104,20 @@ impl NotificationService for NotificationGrpc {
 }
 
 fn notification(n: &Notification) -> pb::Notification {
-    let Notification { seq: _, notification_id, customer_id, order_id, kind, title, body, channel, status, attempts, occurred_at, sent_at } = n;
+    let Notification {
+        seq: _,
+        notification_id,
+        customer_id,
+        order_id,
+        kind,
+        title,
+        body,
+        channel,
+        status,
+        attempts,
+        occurred_at,
+        sent_at,
+    } = n;
     pb::Notification {
         notification_id: notification_id.clone(),
         customer_id: customer_id.clone(),

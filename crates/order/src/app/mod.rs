@@ -133,9 +133,9 @@ impl ViewUpdate {
     /// The order it concerns.
     pub fn order_id(&self) -> &str {
         match self {
-            ViewUpdate::Kitchen { order_id, .. } | ViewUpdate::CancellationRefused { order_id, .. } | ViewUpdate::Refunded { order_id, .. } => {
-                order_id
-            }
+            ViewUpdate::Kitchen { order_id, .. }
+            | ViewUpdate::CancellationRefused { order_id, .. }
+            | ViewUpdate::Refunded { order_id, .. } => order_id,
         }
     }
 }
@@ -268,7 +268,8 @@ impl OrderApp {
                     payment_id: String::new(),
                     decline_reason: String::new(),
                 };
-                let new = NewAttempt { attempt, customer_id: request.customer_id.clone(), request_id: request.request_id.clone() };
+                let new =
+                    NewAttempt { attempt, customer_id: request.customer_id.clone(), request_id: request.request_id.clone() };
                 if self.attempts.submit(new.clone()).await? {
                     new.attempt
                 } else {
@@ -337,10 +338,10 @@ impl OrderApp {
     /// needs it, and it changes rarely. Catalog events applied here clear the
     /// cache; those applied by another replica show within the second.
     async fn menu(&self, store_id: &str) -> Result<Option<Menu>, Error> {
-        if let Some((read_at, menu)) = self.menus.lock().unwrap_or_else(|e| e.into_inner()).get(store_id) {
-            if read_at.elapsed() < MENU_CACHE {
-                return Ok(menu.clone());
-            }
+        if let Some((read_at, menu)) = self.menus.lock().unwrap_or_else(|e| e.into_inner()).get(store_id)
+            && read_at.elapsed() < MENU_CACHE
+        {
+            return Ok(menu.clone());
         }
         let menu = {
             let mut conn = self.db.reader().acquire().await?;
@@ -367,13 +368,20 @@ impl OrderApp {
 
     /// Asks the store to cancel, then waits (at most the configured wait, and
     /// never past `deadline`) for its answer.
-    pub async fn cancel(&self, customer_id: &str, order_id: &str, reason: &str, deadline: Option<Instant>) -> Result<Order, Error> {
+    pub async fn cancel(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+        reason: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Order, Error> {
         let mut changes = self.changes.subscribe();
         let mut requested = false;
         for _ in 0..MAX_ATTEMPTS {
             let now = Timestamp::now();
             let mut tx = self.db.begin().await?;
-            let mut order = db::order(&mut *tx, order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::NotFound)?;
+            let mut order =
+                db::order(&mut *tx, order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::NotFound)?;
             let read_version = order.version;
             let Some(event) = order.request_cancellation(reason, now)? else {
                 requested = true;
@@ -464,8 +472,11 @@ impl OrderApp {
         let mut order_ids: Vec<&str> = updates.iter().filter(|(id, _)| fresh.contains(id)).map(|(_, u)| u.order_id()).collect();
         order_ids.sort_unstable();
         order_ids.dedup();
-        let mut orders: HashMap<String, (Order, i64)> =
-            db::orders_by_ids(&mut tx, &order_ids).await?.into_iter().map(|o| (o.id.to_string(), (o.clone(), o.version))).collect();
+        let mut orders: HashMap<String, (Order, i64)> = db::orders_by_ids(&mut tx, &order_ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.to_string(), (o.clone(), o.version)))
+            .collect();
         let mut changed = Vec::new();
         for (event_id, update) in updates {
             // `remove`: a message delivered twice within one batch applies once.
@@ -477,7 +488,9 @@ impl OrderApp {
                 continue;
             };
             let applied = match update {
-                ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => order.apply_kitchen(*status, *version, reason, *occurred_at),
+                ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => {
+                    order.apply_kitchen(*status, *version, reason, *occurred_at)
+                }
                 ViewUpdate::CancellationRefused { status, version, occurred_at, .. } => {
                     order.apply_cancellation_refused(*status, *version, *occurred_at)
                 }
@@ -533,4 +546,3 @@ async fn wait_for_change(changes: &mut broadcast::Receiver<String>, order_id: &s
         }
     }
 }
-

@@ -34,7 +34,8 @@ fn money(currency: &str, amount: i64) -> Result<Money, sqlx::Error> {
 
 /// The stored catalog version of a store (0 if unknown).
 pub async fn catalog_version(conn: &mut AnyConnection, store_id: &str) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT catalog_version FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(conn).await?;
+    let row =
+        sqlx::query("SELECT catalog_version FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(conn).await?;
     row.map_or(Ok(0), |r| r.try_get("catalog_version"))
 }
 
@@ -51,21 +52,24 @@ pub async fn save_catalog(conn: &mut AnyConnection, menu: &Menu, version: i64) -
     .await?;
     sqlx::query("DELETE FROM catalog_items WHERE store_id = $1").bind(&menu.store_id).execute(&mut *conn).await?;
     for item in &menu.items {
-        sqlx::query("INSERT INTO catalog_items (store_id, menu_item_id, name, currency, price_minor) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&menu.store_id)
-            .bind(&item.menu_item_id)
-            .bind(&item.name)
-            .bind(item.price.currency().code())
-            .bind(item.price.amount_minor())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO catalog_items (store_id, menu_item_id, name, currency, price_minor) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&menu.store_id)
+        .bind(&item.menu_item_id)
+        .bind(&item.name)
+        .bind(item.price.currency().code())
+        .bind(item.price.amount_minor())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 /// A store's menu, if the catalog has it.
 pub async fn menu(conn: &mut AnyConnection, store_id: &str) -> Result<Option<Menu>, sqlx::Error> {
-    let Some(store) = sqlx::query("SELECT name FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(&mut *conn).await?
+    let Some(store) =
+        sqlx::query("SELECT name FROM catalog_stores WHERE store_id = $1").bind(store_id).fetch_optional(&mut *conn).await?
     else {
         return Ok(None);
     };
@@ -108,7 +112,12 @@ struct PricedJson {
 fn lines_json(lines: &[PricedLine]) -> Vec<LineJson> {
     lines
         .iter()
-        .map(|l| LineJson { id: l.menu_item_id.clone(), name: l.name.clone(), qty: l.quantity, price: l.unit_price.amount_minor() })
+        .map(|l| LineJson {
+            id: l.menu_item_id.clone(),
+            name: l.name.clone(),
+            qty: l.quantity,
+            price: l.unit_price.amount_minor(),
+        })
         .collect()
 }
 
@@ -124,7 +133,11 @@ fn lines_from_json(lines: Vec<LineJson>, currency: &str) -> Result<Vec<PricedLin
 }
 
 /// The attempt a customer's request created (or is creating).
-pub async fn attempt<'c>(db: impl Executor<'c, Database = Any>, customer_id: &str, request_id: &str) -> Result<Option<Attempt>, sqlx::Error> {
+pub async fn attempt<'c>(
+    db: impl Executor<'c, Database = Any>,
+    customer_id: &str,
+    request_id: &str,
+) -> Result<Option<Attempt>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT order_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
          WHERE customer_id = $1 AND request_id = $2",
@@ -214,8 +227,8 @@ pub async fn settle_placed(conn: &mut AnyConnection, placed: &[(&OrderId, &str)]
         return Ok(HashSet::new());
     }
     let mut p = Params::new(conn);
-    let updated_at = p.next();
-    let cases: Vec<String> = placed.iter().map(|_| format!("WHEN {} THEN {}", p.next(), p.next())).collect();
+    let updated_at = p.value();
+    let cases: Vec<String> = placed.iter().map(|_| format!("WHEN {} THEN {}", p.value(), p.value())).collect();
     let ids = p.list(placed.len());
     let sql = format!(
         "UPDATE order_attempts SET state = 'PLACED', updated_at = {updated_at}, payment_id = CASE order_id {} END \
@@ -400,7 +413,7 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
         let rows: Vec<String> = (0..chunk.len())
             .map(|_| {
                 let columns: Vec<String> = (0..COLUMNS)
-                    .map(|c| if [1, 3, 5, 9, 10].contains(&c) { format!("CAST({} AS BIGINT)", p.next()) } else { p.next() })
+                    .map(|c| if [1, 3, 5, 9, 10].contains(&c) { format!("CAST({} AS BIGINT)", p.value()) } else { p.value() })
                     .collect();
                 format!("({})", columns.join(", "))
             })
@@ -530,7 +543,9 @@ fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         status_reason: row.try_get("status_reason")?,
         timeline: timeline
             .into_iter()
-            .map(|c| Ok(StatusChange { status: status_from(&c.status)?, occurred_at: Timestamp::from_micros(c.at), note: c.note }))
+            .map(|c| {
+                Ok(StatusChange { status: status_from(&c.status)?, occurred_at: Timestamp::from_micros(c.at), note: c.note })
+            })
             .collect::<Result<_, sqlx::Error>>()?,
         updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
         version: row.try_get("version")?,

@@ -294,7 +294,13 @@ mod tests {
         let priced = PricedOrder {
             store_id: "s".into(),
             store_name: "S".into(),
-            lines: vec![PricedLine { menu_item_id: "i".into(), name: "I".into(), quantity: 1, unit_price: total, line_total: total }],
+            lines: vec![PricedLine {
+                menu_item_id: "i".into(),
+                name: "I".into(),
+                quantity: 1,
+                unit_price: total,
+                line_total: total,
+            }],
             total,
             delivery_address: "a".into(),
         };
@@ -308,9 +314,10 @@ mod tests {
     #[test]
     fn the_happy_path_ends_delivered_with_a_full_timeline() {
         let mut o = placed();
-        for (version, status) in [KitchenStatus::Received, KitchenStatus::Cooking, KitchenStatus::Delivering, KitchenStatus::Delivered]
-            .into_iter()
-            .enumerate()
+        for (version, status) in
+            [KitchenStatus::Received, KitchenStatus::Cooking, KitchenStatus::Delivering, KitchenStatus::Delivered]
+                .into_iter()
+                .enumerate()
         {
             assert!(o.apply_kitchen(status, version as i64 + 1, "", t(10 + version as i64)));
         }

@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn every_bad_line_is_reported_with_its_index() {
-        let err = price(&request(&[("bulgogi", 0), ("tofu", 1), ("bibimbap", 21), ("bulgogi", 1)]), Some(&menu())).expect_err("bad");
+        let err =
+            price(&request(&[("bulgogi", 0), ("tofu", 1), ("bibimbap", 21), ("bulgogi", 1)]), Some(&menu())).expect_err("bad");
         assert_eq!(fields(&err), ["lines[0].quantity", "lines[2].quantity", "lines[3].menu_item_id", "lines[1].menu_item_id"]);
     }
 

@@ -89,7 +89,10 @@ pub struct CatalogHandler(pub Arc<OrderApp>);
 
 impl BatchHandler for CatalogHandler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        consumer::decode_and_apply(batch, decode_catalog, |updates| async move { self.0.apply_catalogs(CATALOG_CONSUMER, &updates).await }).await
+        consumer::decode_and_apply(batch, decode_catalog, |updates| async move {
+            self.0.apply_catalogs(CATALOG_CONSUMER, &updates).await
+        })
+        .await
     }
 }
 
@@ -106,7 +109,10 @@ fn decode_catalog(delivery: &Delivery) -> Result<Option<CatalogUpdate>, String> 
             Ok(MenuEntry { menu_item_id: item.menu_item_id, name: item.name, price })
         })
         .collect::<Result<_, String>>()?;
-    Ok(Some(CatalogUpdate { menu: Menu { store_id: store.store_id, store_name: store.name, items }, version: catalog.catalog_version }))
+    Ok(Some(CatalogUpdate {
+        menu: Menu { store_id: store.store_id, store_name: store.name, items },
+        version: catalog.catalog_version,
+    }))
 }
 
 /// Feeds the status view from the store's kitchen events.
@@ -115,7 +121,10 @@ pub struct KitchenHandler(pub Arc<OrderApp>);
 
 impl BatchHandler for KitchenHandler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        consumer::decode_and_apply(batch, decode_kitchen, |updates| async move { self.0.apply_view_updates(KITCHEN_CONSUMER, &updates).await }).await
+        consumer::decode_and_apply(batch, decode_kitchen, |updates| async move {
+            self.0.apply_view_updates(KITCHEN_CONSUMER, &updates).await
+        })
+        .await
     }
 }
 
@@ -123,7 +132,10 @@ fn decode_kitchen(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
     let event = StoreEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a StoreEvent: {e}"))?;
     let at = occurred_at(event.metadata.as_ref());
     let status = |raw: i32| {
-        StoreOrderStatus::try_from(raw).ok().and_then(convert::kitchen_status).ok_or_else(|| format!("unknown store order status {raw}"))
+        StoreOrderStatus::try_from(raw)
+            .ok()
+            .and_then(convert::kitchen_status)
+            .ok_or_else(|| format!("unknown store order status {raw}"))
     };
     Ok(match event.event {
         Some(store_event::Event::OrderStatusChanged(c)) => Some(ViewUpdate::Kitchen {
@@ -149,7 +161,10 @@ pub struct PaymentHandler(pub Arc<OrderApp>);
 
 impl BatchHandler for PaymentHandler {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
-        consumer::decode_and_apply(batch, decode_payment, |updates| async move { self.0.apply_view_updates(PAYMENT_CONSUMER, &updates).await }).await
+        consumer::decode_and_apply(batch, decode_payment, |updates| async move {
+            self.0.apply_view_updates(PAYMENT_CONSUMER, &updates).await
+        })
+        .await
     }
 }
 

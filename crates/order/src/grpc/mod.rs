@@ -51,7 +51,8 @@ impl OrderService for OrderGrpc {
     async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let customer_id = self.customer(&request)?;
         let deadline = grpc::deadline(&request);
-        let credentials = Credentials(request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned());
+        let credentials =
+            Credentials(request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned());
         let pb::PlaceOrderRequest { request_id, store_id, lines, delivery_address, payment_token } = request.into_inner();
         let lines = lines
             .into_iter()

@@ -210,7 +210,6 @@ fn outcome(payment: Payment) -> Result<Payment, Error> {
     }
 }
 
-
 impl From<PaymentError> for Error {
     fn from(err: PaymentError) -> Self {
         match err {

@@ -31,21 +31,20 @@ macro_rules! select_payments_where {
 pub async fn by_key<'c>(db: impl Executor<'c, Database = Any>, key: &str) -> Result<Option<Payment>, sqlx::Error> {
     sqlx::query(select_payments_where!("idempotency_key = $1"))
         .bind(key)
-        .fetch_optional(db).await?.map(|r| payment(&r)).transpose()
+        .fetch_optional(db)
+        .await?
+        .map(|r| payment(&r))
+        .transpose()
 }
 
 /// A payment by its id.
 pub async fn by_id<'c>(db: impl Executor<'c, Database = Any>, id: &str) -> Result<Option<Payment>, sqlx::Error> {
-    sqlx::query(select_payments_where!("payment_id = $1"))
-        .bind(id)
-        .fetch_optional(db).await?.map(|r| payment(&r)).transpose()
+    sqlx::query(select_payments_where!("payment_id = $1")).bind(id).fetch_optional(db).await?.map(|r| payment(&r)).transpose()
 }
 
 /// The payment of an order.
 pub async fn by_order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) -> Result<Option<Payment>, sqlx::Error> {
-    sqlx::query(select_payments_where!("order_id = $1"))
-        .bind(order_id)
-        .fetch_optional(db).await?.map(|r| payment(&r)).transpose()
+    sqlx::query(select_payments_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| payment(&r)).transpose()
 }
 
 /// Stores new payments in one statement. Returns the ids stored; a payment

@@ -140,7 +140,11 @@ pub enum PaymentError {
 impl Payment {
     /// The payment resulting from the card network's answer to `command`,
     /// and the event it causes (none for a decline: nothing happened).
-    pub fn from_authorization(command: ChargeCommand, authorization: Authorization, now: Timestamp) -> (Payment, Option<PaymentEvent>) {
+    pub fn from_authorization(
+        command: ChargeCommand,
+        authorization: Authorization,
+        now: Timestamp,
+    ) -> (Payment, Option<PaymentEvent>) {
         let fingerprint = command.fingerprint();
         let (status, decline_reason) = match authorization {
             Authorization::Approved => (PaymentStatus::Captured, String::new()),
@@ -212,7 +216,8 @@ mod tests {
 
     #[test]
     fn an_approved_charge_is_captured_and_announced() {
-        let (payment, event) = Payment::from_authorization(command("tok_visa"), Authorization::Approved, Timestamp::from_micros(1));
+        let (payment, event) =
+            Payment::from_authorization(command("tok_visa"), Authorization::Approved, Timestamp::from_micros(1));
         assert_eq!(payment.status, PaymentStatus::Captured);
         assert_eq!(event, Some(PaymentEvent::Captured(payment)));
     }
@@ -238,7 +243,8 @@ mod tests {
 
     #[test]
     fn refunding_twice_refunds_once() {
-        let (mut payment, _) = Payment::from_authorization(command("tok_visa"), Authorization::Approved, Timestamp::from_micros(1));
+        let (mut payment, _) =
+            Payment::from_authorization(command("tok_visa"), Authorization::Approved, Timestamp::from_micros(1));
         let first = payment.refund("cancelled", Timestamp::from_micros(2)).expect("refundable");
         assert!(matches!(first, Some(PaymentEvent::Refunded(_))));
         assert_eq!(payment.refund("again", Timestamp::from_micros(3)), Ok(None));
@@ -248,7 +254,8 @@ mod tests {
 
     #[test]
     fn a_declined_payment_cannot_be_refunded() {
-        let (mut payment, _) = Payment::from_authorization(command("t"), Authorization::Declined("no".into()), Timestamp::from_micros(1));
+        let (mut payment, _) =
+            Payment::from_authorization(command("t"), Authorization::Declined("no".into()), Timestamp::from_micros(1));
         assert_eq!(payment.refund("x", Timestamp::from_micros(2)), Err(PaymentError::NotRefundable(PaymentStatus::Declined)));
     }
 }

@@ -78,10 +78,8 @@ impl RefundOnCancellation {
 impl BatchHandler for RefundOnCancellation {
     async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
         consumer::decode_and_apply(batch, decode_refund, |refunds| async move {
-            let requests: Vec<RefundForOrder> = refunds
-                .into_iter()
-                .map(|(event_id, (order_id, reason))| RefundForOrder { event_id, order_id, reason })
-                .collect();
+            let requests: Vec<RefundForOrder> =
+                refunds.into_iter().map(|(event_id, (order_id, reason))| RefundForOrder { event_id, order_id, reason }).collect();
             self.app.refund_orders(&requests).await
         })
         .await

@@ -14,7 +14,9 @@ impl From<Error> for Status {
         match &err {
             Error::Invalid(violations) => grpc::invalid_argument(DOMAIN, violations),
             Error::Auth(auth) => grpc::auth_status(DOMAIN, auth),
-            Error::NotFound => grpc::status(Code::NotFound, "payment not found", DOMAIN, "PAYMENT_NOT_FOUND", ErrorDetails::new()),
+            Error::NotFound => {
+                grpc::status(Code::NotFound, "payment not found", DOMAIN, "PAYMENT_NOT_FOUND", ErrorDetails::new())
+            }
             Error::Declined { payment_id, reason } => grpc::status_with_metadata(
                 Code::FailedPrecondition,
                 format!("payment declined: {reason}"),

@@ -138,7 +138,12 @@ impl StoreApp {
     }
 
     /// A page of a store's orders, newest first.
-    pub async fn list_orders(&self, store_id: &str, statuses: &[Status], page: &PageRequest) -> Result<(Vec<StoreOrder>, String), Error> {
+    pub async fn list_orders(
+        &self,
+        store_id: &str,
+        statuses: &[Status],
+        page: &PageRequest,
+    ) -> Result<(Vec<StoreOrder>, String), Error> {
         let mut conn = self.db.reader().acquire().await?;
         let rows = db::orders_of_store(&mut conn, store_id, statuses, page.after.as_ref(), i64::from(page.size) + 1).await?;
         Ok(paging::finish(rows, page.size, |o| Cursor { key: o.received_at.as_micros(), id: o.order_id.clone() }))
@@ -148,7 +153,8 @@ impl StoreApp {
     pub async fn act(&self, store_id: &str, order_id: &str, action: &Action) -> Result<StoreOrder, Error> {
         for _ in 0..MAX_ATTEMPTS {
             let mut tx = self.db.begin().await?;
-            let mut order = db::order(&mut *tx, order_id).await?.filter(|o| o.store_id == store_id).ok_or(Error::OrderNotFound)?;
+            let mut order =
+                db::order(&mut *tx, order_id).await?.filter(|o| o.store_id == store_id).ok_or(Error::OrderNotFound)?;
             let read_version = order.version;
             let now = Timestamp::now();
             let Some(event) = order.apply(action, now)? else {
@@ -176,7 +182,8 @@ impl StoreApp {
         let mut tx = self.db.begin().await?;
         let event_ids: Vec<&str> = incoming.iter().map(|e| e.event_id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, events::ORDER_CONSUMER, &event_ids).await?;
-        let mut order_ids: Vec<&str> = incoming.iter().filter(|e| fresh.contains(&e.event_id)).map(|e| e.kind.order_id()).collect();
+        let mut order_ids: Vec<&str> =
+            incoming.iter().filter(|e| fresh.contains(&e.event_id)).map(|e| e.kind.order_id()).collect();
         order_ids.sort_unstable();
         order_ids.dedup();
         let mut orders: HashMap<String, Tracked> = db::orders_by_ids(&mut tx, &order_ids)
@@ -197,13 +204,14 @@ impl StoreApp {
             emitted.extend(event);
         }
         let next = |o: &StoreOrder| self.kitchen.next_step_at(o.status, now);
-        let new: Vec<_> = orders.values().filter(|t| t.dirty && t.read_version.is_none()).map(|t| (&t.order, next(&t.order))).collect();
+        let new: Vec<_> =
+            orders.values().filter(|t| t.dirty && t.read_version.is_none()).map(|t| (&t.order, next(&t.order))).collect();
         db::insert_orders(&mut tx, &new).await?;
         for tracked in orders.values().filter(|t| t.dirty) {
-            if let Some(read) = tracked.read_version {
-                if !db::update_order(&mut tx, &tracked.order, read, next(&tracked.order)).await? {
-                    return Err(Error::Conflict);
-                }
+            if let Some(read) = tracked.read_version
+                && !db::update_order(&mut tx, &tracked.order, read, next(&tracked.order)).await?
+            {
+                return Err(Error::Conflict);
             }
         }
         let messages: Vec<_> = emitted.iter().map(|e| events::kitchen_message(e, now)).collect();
@@ -241,7 +249,11 @@ impl StoreApp {
         }
         let steps: Vec<db::Step<'_>> = moved
             .iter()
-            .map(|(order, read_version, _)| db::Step { order, read_version: *read_version, auto_next_at: self.kitchen.next_step_at(order.status, now) })
+            .map(|(order, read_version, _)| db::Step {
+                order,
+                read_version: *read_version,
+                auto_next_at: self.kitchen.next_step_at(order.status, now),
+            })
             .collect();
         let mut tx = self.db.begin().await?;
         // An id missing from `saved` was moved by staff or another replica first.
@@ -284,7 +296,11 @@ fn receive(orders: &mut HashMap<String, Tracked>, placed: &PlacedOrder, now: Tim
     }
 }
 
-fn decide_cancellation(orders: &mut HashMap<String, Tracked>, request: &CancellationRequest, now: Timestamp) -> Option<KitchenEvent> {
+fn decide_cancellation(
+    orders: &mut HashMap<String, Tracked>,
+    request: &CancellationRequest,
+    now: Timestamp,
+) -> Option<KitchenEvent> {
     let Some(tracked) = orders.get_mut(&request.order_id) else {
         let (order, event) = StoreOrder::cancelled_before_arrival(request.clone(), now);
         orders.insert(order.order_id.clone(), Tracked { order, read_version: None, dirty: true });

@@ -26,7 +26,10 @@ fn corrupt(what: &str) -> sqlx::Error {
 // ---- catalog ----------------------------------------------------------------
 
 /// The stored version and content hash of a store's catalog.
-pub async fn catalog_version<'c>(db: impl Executor<'c, Database = Any>, store_id: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+pub async fn catalog_version<'c>(
+    db: impl Executor<'c, Database = Any>,
+    store_id: &str,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
     let row = sqlx::query("SELECT catalog_version, catalog_hash FROM stores WHERE store_id = $1")
         .bind(store_id)
         .fetch_optional(db)
@@ -69,7 +72,11 @@ pub async fn save_catalog(conn: &mut AnyConnection, catalog: &Catalog) -> Result
 }
 
 /// Stores ordered by id, after `after` (exclusive), at most `limit`.
-pub async fn stores<'c>(db: impl Executor<'c, Database = Any>, after: Option<&str>, limit: i64) -> Result<Vec<Store>, sqlx::Error> {
+pub async fn stores<'c>(
+    db: impl Executor<'c, Database = Any>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Store>, sqlx::Error> {
     sqlx::query("SELECT store_id, name, cuisine, address FROM stores WHERE store_id > $1 ORDER BY store_id LIMIT $2")
         .bind(after.unwrap_or(""))
         .bind(limit)
@@ -140,7 +147,12 @@ macro_rules! select_orders_where {
 
 /// An order by id.
 pub async fn order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) -> Result<Option<StoreOrder>, sqlx::Error> {
-    sqlx::query(select_orders_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| store_order(&r)).transpose()
+    sqlx::query(select_orders_where!("order_id = $1"))
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?
+        .map(|r| store_order(&r))
+        .transpose()
 }
 
 /// The orders among `order_ids` that exist.
@@ -166,15 +178,15 @@ pub async fn orders_of_store(
     limit: i64,
 ) -> Result<Vec<StoreOrder>, sqlx::Error> {
     let mut p = Params::new(conn);
-    let mut sql = format!("{}{}", select_orders_where!("store_id = "), p.next());
+    let mut sql = format!("{}{}", select_orders_where!("store_id = "), p.value());
     if after.is_some() {
-        let (a, b, c) = (p.next(), p.next(), p.next());
+        let (a, b, c) = (p.value(), p.value(), p.value());
         sql.push_str(&format!(" AND (received_at < {a} OR (received_at = {b} AND order_id < {c}))"));
     }
     if !statuses.is_empty() {
         sql.push_str(&format!(" AND status IN ({})", p.list(statuses.len())));
     }
-    sql.push_str(&format!(" ORDER BY received_at DESC, order_id DESC LIMIT {}", p.next()));
+    sql.push_str(&format!(" ORDER BY received_at DESC, order_id DESC LIMIT {}", p.value()));
     // The statement holds only placeholders; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id);
     if let Some(cursor) = after {
@@ -260,7 +272,11 @@ pub struct Step<'a> {
 
 /// Saves the new state of many orders in one statement, each only if nobody
 /// changed it since it was read. Returns the ids saved.
-pub async fn save_steps(conn: &mut AnyConnection, steps: &[Step<'_>], now: Timestamp) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+pub async fn save_steps(
+    conn: &mut AnyConnection,
+    steps: &[Step<'_>],
+    now: Timestamp,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut saved = std::collections::HashSet::new();
     for chunk in steps.chunks(100) {
         // Values are bound in the order their placeholders appear: the three
@@ -270,15 +286,15 @@ pub async fn save_steps(conn: &mut AnyConnection, steps: &[Step<'_>], now: Times
             let arms: Vec<String> = chunk
                 .iter()
                 .map(|_| {
-                    let (id, value) = (p.next(), p.next());
+                    let (id, value) = (p.value(), p.value());
                     if cast { format!("WHEN {id} THEN CAST({value} AS BIGINT)") } else { format!("WHEN {id} THEN {value}") }
                 })
                 .collect();
             format!("CASE order_id {} END", arms.join(" "))
         };
         let (status, version, next) = (case(false), case(true), case(true));
-        let updated_at = p.next();
-        let keys: Vec<String> = chunk.iter().map(|_| format!("({}, CAST({} AS BIGINT))", p.next(), p.next())).collect();
+        let updated_at = p.value();
+        let keys: Vec<String> = chunk.iter().map(|_| format!("({}, CAST({} AS BIGINT))", p.value(), p.value())).collect();
         let sql = format!(
             "UPDATE store_orders SET status = {status}, version = {version}, auto_next_at = {next}, updated_at = {updated_at} \
              WHERE (order_id, version) IN (VALUES {}) RETURNING order_id",
@@ -305,7 +321,11 @@ pub async fn save_steps(conn: &mut AnyConnection, steps: &[Step<'_>], now: Times
 }
 
 /// Orders the auto-kitchen should move on by `now`, oldest due first.
-pub async fn due_orders<'c>(db: impl Executor<'c, Database = Any>, now: Timestamp, limit: i64) -> Result<Vec<StoreOrder>, sqlx::Error> {
+pub async fn due_orders<'c>(
+    db: impl Executor<'c, Database = Any>,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<StoreOrder>, sqlx::Error> {
     sqlx::query(select_orders_where!("auto_next_at <= $1 ORDER BY auto_next_at LIMIT $2"))
         .bind(now.as_micros())
         .bind(limit)

@@ -14,8 +14,12 @@ impl From<Error> for Status {
         match &err {
             Error::Invalid(violations) => grpc::invalid_argument(DOMAIN, violations),
             Error::Auth(auth) => grpc::auth_status(DOMAIN, auth),
-            Error::StoreNotFound => grpc::status(Code::NotFound, "store not found", DOMAIN, "STORE_NOT_FOUND", ErrorDetails::new()),
-            Error::OrderNotFound => grpc::status(Code::NotFound, "order not found", DOMAIN, "ORDER_NOT_FOUND", ErrorDetails::new()),
+            Error::StoreNotFound => {
+                grpc::status(Code::NotFound, "store not found", DOMAIN, "STORE_NOT_FOUND", ErrorDetails::new())
+            }
+            Error::OrderNotFound => {
+                grpc::status(Code::NotFound, "order not found", DOMAIN, "ORDER_NOT_FOUND", ErrorDetails::new())
+            }
             Error::Transition(t) => grpc::status_with_metadata(
                 Code::FailedPrecondition,
                 err.to_string(),

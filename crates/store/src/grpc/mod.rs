@@ -35,7 +35,11 @@ impl StoreGrpc {
     }
 
     /// Validates and applies a staff action to one of the caller's orders.
-    async fn act<T>(&self, request: Request<T>, parts: impl FnOnce(T) -> (String, String, Action)) -> Result<pb::StoreOrder, Error> {
+    async fn act<T>(
+        &self,
+        request: Request<T>,
+        parts: impl FnOnce(T) -> (String, String, Action),
+    ) -> Result<pb::StoreOrder, Error> {
         let store_id = self.staff_store(&request)?;
         let (order_id, request_id, action) = parts(request.into_inner());
         let mut v = Violations::new();
@@ -72,7 +76,10 @@ impl StoreService for StoreGrpc {
         v.check_id("store_id", &store_id);
         v.into_result(()).map_err(Error::from)?;
         let catalog = self.app.menu(&store_id).await?;
-        Ok(Response::new(pb::GetMenuResponse { store: Some(convert::store(&catalog.store)), items: convert::catalog_items(&catalog) }))
+        Ok(Response::new(pb::GetMenuResponse {
+            store: Some(convert::store(&catalog.store)),
+            items: convert::catalog_items(&catalog),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -93,17 +100,26 @@ impl StoreService for StoreGrpc {
         }
         v.into_result(()).map_err(Error::from)?;
         let (orders, next_page_token) = self.app.list_orders(&store_id, &wanted, &page).await?;
-        Ok(Response::new(pb::ListStoreOrdersResponse { orders: orders.iter().map(convert::store_order).collect(), next_page_token }))
+        Ok(Response::new(pb::ListStoreOrdersResponse {
+            orders: orders.iter().map(convert::store_order).collect(),
+            next_page_token,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
-    async fn start_cooking(&self, request: Request<pb::StartCookingRequest>) -> Result<Response<pb::StartCookingResponse>, Status> {
+    async fn start_cooking(
+        &self,
+        request: Request<pb::StartCookingRequest>,
+    ) -> Result<Response<pb::StartCookingResponse>, Status> {
         let order = self.act(request, |r| (r.order_id, r.request_id, Action::StartCooking)).await?;
         Ok(Response::new(pb::StartCookingResponse { order: Some(order) }))
     }
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
-    async fn start_delivery(&self, request: Request<pb::StartDeliveryRequest>) -> Result<Response<pb::StartDeliveryResponse>, Status> {
+    async fn start_delivery(
+        &self,
+        request: Request<pb::StartDeliveryRequest>,
+    ) -> Result<Response<pb::StartDeliveryResponse>, Status> {
         let order = self.act(request, |r| (r.order_id, r.request_id, Action::StartDelivery)).await?;
         Ok(Response::new(pb::StartDeliveryResponse { order: Some(order) }))
     }
