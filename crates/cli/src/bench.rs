@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles},
-    local::{LocalMesh, LocalOptions, rss_bytes},
+    local::{LocalMesh, LocalOptions, cpu_time, rss_bytes},
 };
 
 /// What to measure.
@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Tokio worker threads per service.
     #[arg(long, default_value_t = 1)]
     pub worker_threads: usize,
+    /// Let every service run on any core, instead of one core each.
+    #[arg(long)]
+    pub no_pin: bool,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -68,6 +71,15 @@ struct ServiceFigures {
     start_to_serving_ms: u128,
     idle_rss_mib: f64,
     loaded_rss_mib: f64,
+}
+
+/// CPU time spent by one process from the start of the sustained load until
+/// its last order was delivered, per placed order.
+#[derive(Debug, Serialize)]
+struct CpuShare {
+    process: String,
+    cpu_ms_per_order: f64,
+    share_of_two_cores_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +98,7 @@ struct BenchReport {
     kitchen_delay_ms: u64,
     saga_lag_ms: Percentiles,
     saga_lag_windows: Vec<LagWindow>,
+    cpu: Vec<CpuShare>,
     placed: usize,
     delivered: usize,
     drain_after_load_secs: f64,
@@ -103,6 +116,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         log_filter: "warn".to_owned(),
         extra_env: Vec::new(),
         worker_threads: args.worker_threads,
+        pin_cpus: !args.no_pin,
     };
     eprintln!("bench: starting a fresh mesh in {}", dir.display());
     let mesh = LocalMesh::start(&home, &options).await?;
@@ -158,6 +172,14 @@ async fn measure(
         connections: 4,
         json: false,
     };
+    // Every process of the mesh, NATS included, and this load generator.
+    let pids: Vec<(String, Option<u32>)> = mesh
+        .processes
+        .iter()
+        .map(|p| (p.name.to_owned(), p.child.id()))
+        .chain([("load generator".to_owned(), Some(std::process::id()))])
+        .collect();
+    let cpu_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
     let started = Instant::now();
     eprintln!(
         "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
@@ -205,7 +227,20 @@ async fn measure(
             tracker.delivered(order_id, Instant::now());
         }
     }
+    let busy = started.elapsed();
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
+    let cpu = pids
+        .iter()
+        .zip(cpu_at_start)
+        .filter_map(|((name, pid), before)| {
+            let used = pid.and_then(cpu_time)?.checked_sub(before?)?;
+            Some(CpuShare {
+                process: name.clone(),
+                cpu_ms_per_order: used.as_secs_f64() * 1000.0 / placed.max(1) as f64,
+                share_of_two_cores_pct: used.as_secs_f64() * 100.0 / (2.0 * busy.as_secs_f64()),
+            })
+        })
+        .collect();
     let delivered = lags.len();
     let drain = if delivered >= placed { load_end.elapsed().as_secs_f64() } else { f64::NAN };
 
@@ -235,6 +270,7 @@ async fn measure(
             kitchen_delay_ms: 3 * u64::try_from(step.as_millis()).unwrap_or(0),
             saga_lag_ms: Percentiles::of(&mut all),
             saga_lag_windows: windows,
+            cpu,
             placed,
             delivered,
             drain_after_load_secs: drain,
@@ -292,6 +328,13 @@ fn print(r: &BenchReport) {
         println!(
             "  placed in [{:>3}s, +10s): {:>6} delivered, lag p50 {:>6.0} ms, p99 {:>6.0} ms, max {:>6.0} ms",
             w.from_secs, w.delivered, w.lag_ms.p50, w.lag_ms.p99, w.lag_ms.max
+        );
+    }
+    println!("\n== CPU during the sustained run, load start to last delivery ==");
+    for c in &r.cpu {
+        println!(
+            "{:<15} {:>6.2} ms per order  {:>5.1} % of the two cores",
+            c.process, c.cpu_ms_per_order, c.share_of_two_cores_pct
         );
     }
     if let Some(c) = &r.capacity {

@@ -53,6 +53,9 @@ enum Command {
         /// Tokio worker threads per service.
         #[arg(long, default_value_t = 1)]
         worker_threads: usize,
+        /// Let every service run on any core, instead of one core each.
+        #[arg(long)]
+        no_pin: bool,
     },
     /// Place a few orders on the running mesh and print their journeys.
     Demo,
@@ -191,7 +194,7 @@ async fn run(cli: Cli) -> Result<()> {
     let home = home::Home::open(&cli.home)?;
     let mesh = || commands::Mesh::connect(&home);
     match cli.command {
-        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port, worker_threads } => {
+        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port, worker_threads, no_pin } => {
             if demo && manual_kitchen {
                 anyhow::bail!("--demo needs the auto-kitchen; drop --manual-kitchen");
             }
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> Result<()> {
                 log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
                 extra_env: Vec::new(),
                 worker_threads,
+                pin_cpus: !no_pin,
             };
             up(&home, &options, demo, exit_after_demo).await
         }

@@ -35,6 +35,13 @@ pub struct DatabaseSettings {
     /// crash only, and is faster.
     #[serde(default = "default_synchronous")]
     pub sqlite_synchronous: String,
+    /// SQLite only: how much of the file each connection reads through a
+    /// memory map, in MiB; 0 reads with plain read calls. A file that grows
+    /// makes every connection drop and redo its map at its next transaction
+    /// (an munmap with a TLB flush on every core), so while the file grows
+    /// under load, a map costs more than it saves.
+    #[serde(default)]
+    pub sqlite_mmap_mib: u64,
 }
 
 fn default_synchronous() -> String {
@@ -121,6 +128,7 @@ impl Database {
             "OFF" => "OFF",
             _ => "FULL",
         };
+        let mmap_bytes = settings.sqlite_mmap_mib * 1024 * 1024;
         let with_pragmas = move |pool: AnyPoolOptions| {
             pool.after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -130,9 +138,8 @@ impl Database {
                     // `synchronous` is one of three fixed words, never input.
                     conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    // Pages are read through a memory map rather than one read call
-                    // each, and each connection caches up to 4 MiB of them.
-                    conn.execute("PRAGMA mmap_size = 268435456").await?;
+                    // A number, never input. Each connection caches up to 4 MiB of pages.
+                    conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA mmap_size = {mmap_bytes}"))).await?;
                     conn.execute("PRAGMA cache_size = -4096").await?;
                     // Checkpoints run in the background (`run_maintenance`); this
                     // only bounds the WAL if that falls behind (16 MiB).
