@@ -244,3 +244,44 @@ pub async fn notifications(mesh: &mut Mesh, customer: &str, follow: bool) -> Res
     }
     Ok(())
 }
+
+/// `foodmesh dead-letters`: list or replay what consumers parked.
+pub async fn dead_letters(nats_url: &str, action: crate::DeadLetterAction) -> Result<()> {
+    use foodmesh_platform::dead_letter;
+    let client = async_nats::connect(nats_url).await.with_context(|| format!("cannot reach NATS at {nats_url}"))?;
+    let js = foodmesh_platform::messaging::jetstream(client);
+    match action {
+        crate::DeadLetterAction::List { consumer, limit } => {
+            let parked = dead_letter::list(&js, consumer.as_deref(), limit).await?;
+            if parked.is_empty() {
+                println!("no parked messages");
+            }
+            for d in parked {
+                println!(
+                    "#{:<6} {}  {} -> {} (stream {} seq {}, {} deliveries)\n        event {}: {}",
+                    d.sequence,
+                    d.parked_at,
+                    d.subject,
+                    d.consumer,
+                    d.stream,
+                    d.original_sequence,
+                    d.deliveries,
+                    d.event_id,
+                    d.reason
+                );
+            }
+        }
+        crate::DeadLetterAction::Replay { sequences, all, consumer } => {
+            let sequences = if all {
+                dead_letter::list(&js, consumer.as_deref(), usize::MAX).await?.into_iter().map(|d| d.sequence).collect()
+            } else {
+                sequences
+            };
+            for sequence in sequences {
+                let d = dead_letter::replay(&js, sequence).await?;
+                println!("#{sequence} replayed on {} (event {}, parked by {})", d.subject, d.event_id, d.consumer);
+            }
+        }
+    }
+    Ok(())
+}

@@ -154,11 +154,47 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// List the messages consumers gave up on, or replay them (operators).
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// NATS to use instead of the local mesh's.
+        #[arg(long, global = true)]
+        nats_url: Option<String>,
+    },
     /// Drive PlaceOrder against the running mesh and print a summary.
     Load(load::LoadArgs),
     /// Start a fresh mesh, load it for a while, and report throughput,
     /// latency, saga lag, memory and start-up time.
     Bench(bench::BenchArgs),
+}
+
+/// What to do with parked messages.
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// List parked messages, oldest first, with the reason each was parked.
+    List {
+        /// Only those parked by this durable consumer, e.g. `store-orders`.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// The most to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish parked messages again on their original subjects (after the
+    /// cause is fixed) and remove them from the dead-letter stream.
+    Replay {
+        /// Dead-letter sequence numbers, as `list` shows them.
+        #[arg(required_unless_present = "all")]
+        sequences: Vec<u64>,
+        /// Replay every parked message (of `--consumer`, if given).
+        #[arg(long)]
+        all: bool,
+        /// With `--all`: only those parked by this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -235,6 +271,13 @@ async fn run(cli: Cli) -> Result<()> {
             commands::kitchen(&mut mesh()?, &store, action, order_id.as_deref(), &reason).await
         }
         Command::Notifications { customer, follow } => commands::notifications(&mut mesh()?, &customer, follow).await,
+        Command::DeadLetters { action, nats_url } => {
+            let url = match nats_url {
+                Some(url) => url,
+                None => home.endpoints()?.nats,
+            };
+            commands::dead_letters(&url, action).await
+        }
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
     }

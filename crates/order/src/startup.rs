@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use foodmesh_platform::{
     config::{self, ConfigError},
     consumer,
+    dead_letter::DEAD_LETTERS,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
@@ -86,7 +87,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS]).await?;
+            ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
             let [catalog, kitchen, payment] = events::consumers(&common.consumer);
             let js = &infra.js;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use foodmesh_platform::{
     config::{self, ConfigError},
     consumer,
+    dead_letter::DEAD_LETTERS,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
@@ -65,7 +66,7 @@ pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork
         let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[PAYMENT_EVENTS, STORE_EVENTS]).await?;
+            ensure_streams(&infra.js, &[PAYMENT_EVENTS, STORE_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
             let spec = events::refund_consumer(&common.consumer);
             let handler = events::RefundOnCancellation::new(app);

@@ -6,7 +6,10 @@
 //! turns hundreds of events into one commit; when idle a batch is one event.
 //!
 //! The handler says what became of each message ([`Outcome`]); this module is
-//! the one place that turns that into `Ack`, `Nak(delay)` or `Term`.
+//! the one place that turns that into `Ack`, `Nak(delay)` or `Term`. A message
+//! is terminated only after it was parked in the dead-letter stream
+//! ([`crate::dead_letter`]): a message that does not decode at once, one that
+//! keeps failing after its last allowed delivery.
 
 use std::{future::Future, time::Duration};
 
@@ -18,7 +21,7 @@ use bytes::Bytes;
 use futures::{StreamExt, future::join_all};
 use tokio_util::sync::CancellationToken;
 
-use crate::messaging::StreamSpec;
+use crate::{dead_letter, messaging::StreamSpec};
 
 /// What a consumer reads and how it is configured on the server.
 #[derive(Debug, Clone)]
@@ -40,12 +43,14 @@ pub struct ConsumerSpec {
     /// batches, one transaction each; an idle consumer handles a lone event
     /// at once.
     pub linger: Duration,
+    /// Deliveries of a failing message; after the last it is parked.
+    pub max_deliver: i64,
+    /// The waits before redeliveries ([`RETRY_LADDER`] in services).
+    pub retry_ladder: &'static [Duration],
 }
 
 /// How long the server waits for an ack before delivering again.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
-/// How many times a message is delivered before the server gives up on it.
-pub const MAX_DELIVER: i64 = 10;
 /// The wait before the n-th retry of a message that failed (the last value
 /// repeats): quick at first for passing faults, then slower for a database or
 /// dependency that is down.
@@ -76,8 +81,9 @@ pub struct Delivery {
 pub enum Outcome {
     /// Applied (or already applied before): acknowledge it.
     Ack,
-    /// Not applied because of a passing fault: deliver it again later.
-    Retry,
+    /// Not applied, for this reason, which may pass: deliver it again later
+    /// (or park it, after its last allowed delivery).
+    Retry(String),
     /// It can never be applied (it does not decode): stop delivering it.
     Reject(String),
 }
@@ -118,8 +124,9 @@ where
     let count = relevant.len();
     if let Err(err) = apply(relevant).await {
         tracing::warn!(error = %err, count, "event batch not applied; will retry");
+        let reason = err.to_string();
         for i in positions {
-            outcomes[i] = Outcome::Retry;
+            outcomes[i] = Outcome::Retry(reason.clone());
         }
     }
     outcomes
@@ -159,7 +166,9 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         deliver_policy: if spec.latest_per_subject { DeliverPolicy::LastPerSubject } else { DeliverPolicy::All },
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
-        max_deliver: MAX_DELIVER,
+        // One more than ours: the server must not drop a message we have
+        // not parked yet.
+        max_deliver: spec.max_deliver + 1,
         max_ack_pending: i64::try_from(spec.batch_size * 8).unwrap_or(4096),
         ..Default::default()
     }
@@ -208,7 +217,7 @@ async fn consume<H: BatchHandler>(
         }
         previous_len = batch.len();
         if !batch.is_empty() {
-            handle_batch(spec, handler, batch).await;
+            handle_batch(js, spec, handler, batch).await;
         }
     }
 }
@@ -221,38 +230,45 @@ fn keep<E: std::fmt::Display>(batch: &mut Vec<jetstream::Message>, item: Result<
     }
 }
 
-async fn handle_batch<H: BatchHandler>(spec: &ConsumerSpec, handler: &H, messages: Vec<jetstream::Message>) {
-    let deliveries: Vec<Delivery> = messages
+async fn handle_batch<H: BatchHandler>(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    handler: &H,
+    messages: Vec<jetstream::Message>,
+) {
+    let deliveries: Vec<(Delivery, u64)> = messages
         .iter()
         .map(|m| {
             let info = m.info().ok();
-            let event_id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_else(|| format!("{}:{}", spec.stream.name, info.as_ref().map_or(0, |i| i.stream_sequence)));
-            Delivery {
+            let sequence = info.as_ref().map_or(0, |i| i.stream_sequence);
+            let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+            // A replayed dead letter carries its original id apart from its
+            // `Nats-Msg-Id` (see `dead_letter`).
+            let event_id = header(dead_letter::EVENT_ID_HEADER)
+                .or_else(|| header("Nats-Msg-Id"))
+                .unwrap_or_else(|| format!("{}:{sequence}", spec.stream.name));
+            let delivery = Delivery {
                 subject: m.subject.to_string(),
                 payload: m.payload.clone(),
                 event_id,
                 delivered: info.map_or(1, |i| i.delivered),
-            }
+            };
+            (delivery, sequence)
         })
         .collect();
-    let delivered: Vec<i64> = deliveries.iter().map(|d| d.delivered).collect();
-    let outcomes = handler.handle(deliveries).await;
-    let acks = messages.iter().zip(delivered).enumerate().map(|(i, (message, delivered))| {
-        let kind = match outcomes.get(i) {
-            Some(Outcome::Ack) => AckKind::Ack,
-            Some(Outcome::Reject(reason)) => {
-                tracing::error!(consumer = spec.durable, subject = %message.subject, reason = %reason, "message rejected; it will not be redelivered");
-                AckKind::Term
-            }
-            // A handler that returned too few outcomes is a bug; retrying is safe.
-            Some(Outcome::Retry) | None => AckKind::Nak(Some(retry_delay(delivered))),
-        };
+    let outcomes = handler.handle(deliveries.iter().map(|(d, _)| d.clone()).collect()).await;
+    let acks = messages.iter().zip(&deliveries).enumerate().map(|(i, (message, (delivery, sequence)))| {
+        let outcome = outcomes.get(i).cloned().unwrap_or_else(|| Outcome::Retry("the handler gave no outcome".to_owned()));
         async move {
+            let kind = match outcome {
+                Outcome::Ack => AckKind::Ack,
+                Outcome::Reject(reason) => park_or_retry(js, spec, delivery, *sequence, &reason).await,
+                Outcome::Retry(reason) if delivery.delivered >= spec.max_deliver => {
+                    let reason = format!("failed on all {} deliveries; last error: {reason}", delivery.delivered);
+                    park_or_retry(js, spec, delivery, *sequence, &reason).await
+                }
+                Outcome::Retry(_) => AckKind::Nak(Some(retry_delay(spec.retry_ladder, delivery.delivered))),
+            };
             if let Err(err) = message.ack_with(kind).await {
                 // The server redelivers after ACK_WAIT; the inbox makes that harmless.
                 tracing::warn!(error = %err, "ack failed");
@@ -262,10 +278,45 @@ async fn handle_batch<H: BatchHandler>(spec: &ConsumerSpec, handler: &H, message
     join_all(acks).await;
 }
 
-/// The pause before redelivering a message delivered `delivered` times.
-pub fn retry_delay(delivered: i64) -> Duration {
-    let step = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0).min(RETRY_LADDER.len() - 1);
-    RETRY_LADDER[step]
+/// Parks a message and answers `Term`; if parking fails, the message is
+/// delivered again (and parking tried again) rather than lost.
+async fn park_or_retry(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    delivery: &Delivery,
+    sequence: u64,
+    reason: &str,
+) -> AckKind {
+    let parking = dead_letter::Parking {
+        stream: spec.stream.name,
+        consumer: spec.durable,
+        subject: &delivery.subject,
+        sequence,
+        event_id: &delivery.event_id,
+        deliveries: delivery.delivered,
+        reason,
+        payload: delivery.payload.clone(),
+    };
+    match dead_letter::park(js, &parking).await {
+        Ok(()) => {
+            tracing::error!(
+                consumer = spec.durable, subject = %delivery.subject, event_id = %delivery.event_id, reason,
+                "message parked in DEAD_LETTERS; the consumer moves on"
+            );
+            AckKind::Term
+        }
+        Err(err) => {
+            tracing::warn!(consumer = spec.durable, error = %err, "could not park a message; it will be delivered again");
+            AckKind::Nak(Some(retry_delay(spec.retry_ladder, delivery.delivered)))
+        }
+    }
+}
+
+/// The pause before redelivering a message delivered `delivered` times: the
+/// ladder's step for it, its last step once past the end.
+pub fn retry_delay(ladder: &[Duration], delivered: i64) -> Duration {
+    let step = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
+    ladder.get(step).or(ladder.last()).copied().unwrap_or(Duration::from_secs(1))
 }
 
 #[cfg(test)]
@@ -274,9 +325,9 @@ mod tests {
 
     #[test]
     fn retries_climb_the_ladder_and_stay_on_its_last_step() {
-        assert_eq!(retry_delay(1), Duration::from_millis(250));
-        assert_eq!(retry_delay(3), Duration::from_secs(5));
-        assert_eq!(retry_delay(50), Duration::from_secs(30));
-        assert_eq!(retry_delay(0), Duration::from_millis(250));
+        assert_eq!(retry_delay(&RETRY_LADDER, 1), Duration::from_millis(250));
+        assert_eq!(retry_delay(&RETRY_LADDER, 3), Duration::from_secs(5));
+        assert_eq!(retry_delay(&RETRY_LADDER, 50), Duration::from_secs(30));
+        assert_eq!(retry_delay(&RETRY_LADDER, 0), Duration::from_millis(250));
     }
 }

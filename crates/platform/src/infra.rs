@@ -24,6 +24,8 @@ pub struct ConsumerSettings {
     /// How long a batch waits for more events after its first.
     #[serde(deserialize_with = "crate::config::millis", rename = "linger_ms")]
     pub linger: std::time::Duration,
+    /// Deliveries of a failing message before it is parked in `DEAD_LETTERS`.
+    pub max_deliver: i64,
 }
 
 /// Settings every service has; services flatten it into their own.
@@ -114,6 +116,8 @@ impl Infra {
             latest_per_subject: false,
             batch_size: settings.batch_size,
             linger: settings.linger,
+            max_deliver: settings.max_deliver.max(1),
+            retry_ladder: &crate::consumer::RETRY_LADDER,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`messaging`]: the NATS connection and the registry of streams and subjects.
 //! - [`outbox`] and [`inbox`]: publish exactly what was committed; apply each event once.
 //! - [`consumer`]: durable pull consumers that hand batches to a service.
+//! - [`dead_letter`]: where consumers park messages they gave up on, and their replay.
 //! - [`money`], [`time`], [`validation`], [`paging`]: plain-Rust building blocks for domain code.
 //! - [`convert`]: those building blocks to and from their protobuf forms.
 //! - `testing` (feature `testing`): real nats-server and PostgreSQL for tests.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod consumer;
 pub mod convert;
 pub mod db;
+pub mod dead_letter;
 pub mod group_commit;
 pub mod grpc;
 pub mod inbox;

@@ -7,6 +7,7 @@
 //! | `PAYMENT_EVENTS` | `payment.v1.captured`, `payment.v1.refunded` | payment | 7 days |
 //! | `STORE_EVENTS` | `store.v1.order.<change>` | store | 7 days |
 //! | `STORE_CATALOG` | `store.v1.catalog.<store_id>` | store | latest per store, forever |
+//! | `DEAD_LETTERS` | `dlq.<stream>.<consumer>` | every consumer ([`crate::dead_letter`]) | 30 days |
 //!
 //! Each message body is the publishing context's event envelope
 //! (`foodmesh.<context>.v1.<Context>Event`) and its `Nats-Msg-Id` is the event id.
@@ -73,6 +74,8 @@ pub struct StreamSpec {
     pub description: &'static str,
     /// Keep only the newest message per subject (a catalog, not a log).
     pub latest_per_subject: bool,
+    /// How long messages are kept; zero keeps them until replaced.
+    pub max_age: Duration,
 }
 
 /// The order context's events.
@@ -81,6 +84,7 @@ pub const ORDER_EVENTS: StreamSpec = StreamSpec {
     subjects: &[subjects::ORDER_ALL],
     description: "Domain events of the order context (foodmesh.order.v1.OrderEvent)",
     latest_per_subject: false,
+    max_age: EVENT_RETENTION,
 };
 /// The payment context's events.
 pub const PAYMENT_EVENTS: StreamSpec = StreamSpec {
@@ -88,6 +92,7 @@ pub const PAYMENT_EVENTS: StreamSpec = StreamSpec {
     subjects: &[subjects::PAYMENT_ALL],
     description: "Domain events of the payment context (foodmesh.payment.v1.PaymentEvent)",
     latest_per_subject: false,
+    max_age: EVENT_RETENTION,
 };
 /// The store context's order events.
 pub const STORE_EVENTS: StreamSpec = StreamSpec {
@@ -95,6 +100,7 @@ pub const STORE_EVENTS: StreamSpec = StreamSpec {
     subjects: &[subjects::STORE_ORDER_ALL],
     description: "Order events of the store context (foodmesh.store.v1.StoreEvent)",
     latest_per_subject: false,
+    max_age: EVENT_RETENTION,
 };
 /// The store context's catalogs.
 pub const STORE_CATALOG: StreamSpec = StreamSpec {
@@ -102,10 +108,12 @@ pub const STORE_CATALOG: StreamSpec = StreamSpec {
     subjects: &[subjects::STORE_CATALOG_ALL],
     description: "The latest catalog of every store (foodmesh.store.v1.StoreEvent)",
     latest_per_subject: true,
+    max_age: Duration::ZERO,
 };
 
 /// Every stream foodmesh uses.
-pub const ALL_STREAMS: [StreamSpec; 4] = [ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS, STORE_CATALOG];
+pub const ALL_STREAMS: [StreamSpec; 5] =
+    [ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS, STORE_CATALOG, crate::dead_letter::DEAD_LETTERS];
 
 /// How long event streams keep messages: long enough for a consumer that was
 /// down for days to catch up, and for a new service to replay recent history.
@@ -123,7 +131,7 @@ impl StreamSpec {
             description: Some(self.description.to_owned()),
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
-            max_age: if self.latest_per_subject { Duration::ZERO } else { EVENT_RETENTION },
+            max_age: self.max_age,
             max_messages_per_subject: if self.latest_per_subject { 1 } else { -1 },
             duplicate_window: DUPLICATE_WINDOW,
             discard: stream::DiscardPolicy::Old,

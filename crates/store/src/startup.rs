@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use foodmesh_platform::{
     config::{self, ConfigError},
     consumer,
+    dead_letter::DEAD_LETTERS,
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
@@ -106,7 +107,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         let (infra, app, common, catalogs) = (infra.clone(), app.clone(), common.clone(), catalogs.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[STORE_EVENTS, STORE_CATALOG, ORDER_EVENTS]).await?;
+            ensure_streams(&infra.js, &[STORE_EVENTS, STORE_CATALOG, ORDER_EVENTS, DEAD_LETTERS]).await?;
             app.publish_catalogs(&catalogs).await?;
             let mut workers = infra.common_workers(&common);
             let handler = events::OrderEventsHandler::new(app.clone());
