@@ -51,6 +51,8 @@ pub struct MeshOptions {
     pub auto_kitchen: Option<Duration>,
     /// Send notifications to this webhook instead of the log.
     pub webhook_url: Option<String>,
+    /// Extra settings of the order service (`FOODMESH_...` pairs).
+    pub order_env: Vec<(String, String)>,
 }
 
 /// A running mesh.
@@ -143,6 +145,7 @@ impl Mesh {
                 let payment = self.addrs[index(Service::Payment)].expect("payment starts first");
                 env.push(("FOODMESH_PAYMENT__URL".into(), format!("http://{payment}")));
                 env.push(("FOODMESH_PAYMENT__TIMEOUT_MS".into(), "2000".into()));
+                env.extend(self.options.order_env.iter().cloned());
                 foodmesh_order::start(foodmesh_order::Settings::from_env_pairs(env).expect("settings")).await
             }
         }

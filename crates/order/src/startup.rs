@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{OrderApp, Timing},
+    app::{Faults, OrderApp, Timing},
     db, events,
     grpc::OrderGrpc,
     payment_client::GrpcPaymentGateway,
@@ -35,6 +35,18 @@ pub struct Settings {
     pub payment: PaymentSettings,
     /// Cancellation.
     pub cancel: CancelSettings,
+    /// Test-only faults, all off by default.
+    #[serde(default)]
+    pub faults: FaultSettings,
+}
+
+/// Faults for tests of the recovery paths; never on in production.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FaultSettings {
+    /// Stop PlaceOrder after the charge, before the order commits (see
+    /// `app::Faults`).
+    #[serde(default)]
+    pub stop_after_charge: bool,
 }
 
 /// How to reach payment.
@@ -70,10 +82,18 @@ impl Settings {
 /// Starts the order service.
 pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let common = settings.common;
+    if settings.faults.stop_after_charge {
+        tracing::warn!("fault stop_after_charge is ON: PlaceOrder will not commit orders (tests only)");
+    }
     let infra = Infra::connect(&common, "order").await?;
     let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.timeout)?);
-    let app =
-        Arc::new(OrderApp::new(infra.db.clone(), infra.outbox.clone(), payment, Timing { cancel_wait: settings.cancel.wait }));
+    let app = Arc::new(OrderApp::new(
+        infra.db.clone(),
+        infra.outbox.clone(),
+        payment,
+        Timing { cancel_wait: settings.cancel.wait },
+        Faults { stop_after_charge: settings.faults.stop_after_charge },
+    ));
     let stop = CancellationToken::new();
 
     let mut host = GrpcHost::bind(&common.server).await?;
@@ -89,11 +109,12 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
             infra.db.migrate(&db::migrations()).await?;
             ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
-            let [catalog, kitchen, payment] = events::consumers(&common.consumer);
+            let [catalog, kitchen, payment, captures] = events::consumers(&common.consumer);
             let js = &infra.js;
             workers.spawn(|stop| consumer::run(js.clone(), catalog, events::CatalogHandler(app.clone()), stop));
             workers.spawn(|stop| consumer::run(js.clone(), kitchen, events::KitchenHandler(app.clone()), stop));
-            workers.spawn(|stop| consumer::run(js.clone(), payment, events::PaymentHandler(app), stop));
+            workers.spawn(|stop| consumer::run(js.clone(), payment, events::PaymentHandler(app.clone()), stop));
+            workers.spawn(|stop| consumer::run(js.clone(), captures, events::ReconcileHandler(app), stop));
             Ok::<_, BoxError>(workers)
         }
     };

@@ -156,6 +156,28 @@ pub struct Timing {
     pub cancel_wait: Duration,
 }
 
+/// Faults a test can switch on, each off by default and named for what it
+/// simulates. They exist to prove recovery paths with the real processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// PlaceOrder stops right after payment captured the charge, before the
+    /// order commits, as if the process died there: the customer gets
+    /// UNAVAILABLE and the attempt stays PENDING. The reconciler
+    /// ([`OrderApp::reconcile_captures`]) must complete the order.
+    pub stop_after_charge: bool,
+}
+
+/// A charge payment captured, from its `PaymentCaptured` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// The order it pays for (the idempotency key of the charge).
+    pub order_id: String,
+    /// The payment.
+    pub payment_id: String,
+    /// The amount captured.
+    pub amount: Money,
+}
+
 /// How many times a write is retried after losing a race.
 const MAX_ATTEMPTS: usize = 5;
 /// The most requests written by one group commit.
@@ -173,6 +195,7 @@ pub struct OrderApp {
     payment: Arc<dyn PaymentGateway>,
     changes: broadcast::Sender<String>,
     timing: Timing,
+    faults: Faults,
     menus: Mutex<HashMap<String, (Instant, Option<Menu>)>>,
     attempts: GroupCommit<NewAttempt, bool, Error>,
     placements: GroupCommit<Placement, Option<Order>, Error>,
@@ -230,7 +253,7 @@ impl std::fmt::Debug for OrderApp {
 
 impl OrderApp {
     /// The use cases over `db`, paying through `payment`.
-    pub fn new(db: Database, outbox: OutboxSignal, payment: Arc<dyn PaymentGateway>, timing: Timing) -> Self {
+    pub fn new(db: Database, outbox: OutboxSignal, payment: Arc<dyn PaymentGateway>, timing: Timing, faults: Faults) -> Self {
         let changes = broadcast::channel(4096).0;
         let attempts = {
             let db = db.clone();
@@ -250,7 +273,7 @@ impl OrderApp {
                 async move { commit_placements(&db, &outbox, &changes, items).await }
             })
         };
-        Self { db, outbox, payment, changes, timing, menus: Mutex::default(), attempts, placements }
+        Self { db, outbox, payment, changes, timing, faults, menus: Mutex::default(), attempts, placements }
     }
 
     /// Places and pays an order. The order exists only if payment captured the
@@ -306,6 +329,10 @@ impl OrderApp {
             deadline,
         };
         match self.payment.charge(charge).await {
+            Ok(ChargeOutcome::Captured { .. }) if self.faults.stop_after_charge => {
+                tracing::error!(order_id = %order_id, "fault stop_after_charge: the order is not committed");
+                Err(Error::PaymentUnavailable)
+            }
             Ok(ChargeOutcome::Captured { payment_id }) => self.commit_placed(attempt, &request.customer_id, &payment_id).await,
             Ok(ChargeOutcome::Declined { reason }) => {
                 db::settle_attempt(self.db.writer(), &order_id, AttemptState::Declined, "", &reason).await?;
@@ -313,12 +340,47 @@ impl OrderApp {
             }
             Err(GatewayError::Unavailable(why)) => {
                 // The attempt stays PENDING: a retry with the same request id
-                // asks payment again, which answers from its idempotency record.
+                // asks payment again, which answers from its idempotency record;
+                // if the charge went through after all, the reconciler
+                // completes the order from payment's PaymentCaptured event.
                 tracing::warn!(order_id = %order_id, reason = %why, "payment unavailable; no order taken");
                 Err(Error::PaymentUnavailable)
             }
             Err(GatewayError::Refused(why)) => Err(Error::PaymentFailed(why)),
         }
+    }
+
+    /// Completes the orders whose charge payment captured but which were
+    /// never committed: the process stopped between the charge and its own
+    /// commit, or the request timed out while payment went on. The attempt
+    /// holds the priced order, so nothing is asked of the customer. Placing
+    /// is idempotent: an order that its request committed meanwhile stays as
+    /// it is, and nothing is published twice. Returns how many it completed.
+    pub async fn reconcile_captures(&self, captures: &[Capture]) -> Result<usize, Error> {
+        let ids: Vec<&str> = captures.iter().map(|c| c.order_id.as_str()).collect();
+        let pending = {
+            let mut conn = self.db.reader().acquire().await?;
+            db::pending_attempts(&mut conn, &ids).await?
+        };
+        let mut completed = 0;
+        for (attempt, customer_id) in pending {
+            let Some(capture) = captures.iter().find(|c| c.order_id == attempt.order_id.as_str()) else { continue };
+            if capture.amount != attempt.priced.total {
+                // Cannot happen with one pricing per attempt; never guess.
+                tracing::error!(
+                    order_id = %attempt.order_id, captured = %capture.amount, priced = %attempt.priced.total,
+                    "a capture that differs from its priced order; left for an operator"
+                );
+                continue;
+            }
+            let placement = Placement { attempt, customer_id, payment_id: capture.payment_id.clone() };
+            // `None`: its request committed it after all, a moment ago.
+            if let Some(order) = self.placements.submit(placement).await? {
+                tracing::warn!(order_id = %order.id, payment_id = %capture.payment_id, "order completed from its captured payment");
+                completed += 1;
+            }
+        }
+        Ok(completed)
     }
 
     async fn commit_placed(&self, attempt: Attempt, customer_id: &str, payment_id: &str) -> Result<Order, Error> {

@@ -146,7 +146,29 @@ pub async fn attempt<'c>(
     .bind(request_id)
     .fetch_optional(db)
     .await?;
-    let Some(row) = row else { return Ok(None) };
+    row.as_ref().map(attempt_row).transpose()
+}
+
+/// The attempts of `order_ids` that are still PENDING, with their customer:
+/// charges whose order was not committed (yet).
+pub async fn pending_attempts(conn: &mut AnyConnection, order_ids: &[&str]) -> Result<Vec<(Attempt, String)>, sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT order_id, customer_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
+         WHERE state = 'PENDING' AND order_id IN ({})",
+        Params::new(conn).list(order_ids.len())
+    );
+    // The statement holds only placeholders; every id is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await?.iter().map(|row| Ok((attempt_row(row)?, row.try_get("customer_id")?))).collect()
+}
+
+fn attempt_row(row: &AnyRow) -> Result<Attempt, sqlx::Error> {
     let priced: PricedJson = serde_json::from_str(row.try_get("priced")?).map_err(|_| corrupt("priced order"))?;
     let state = match row.try_get::<&str, _>("state")? {
         "PENDING" => AttemptState::Pending,
@@ -154,7 +176,7 @@ pub async fn attempt<'c>(
         "DECLINED" => AttemptState::Declined,
         _ => return Err(corrupt("attempt state")),
     };
-    Ok(Some(Attempt {
+    Ok(Attempt {
         order_id: OrderId::from_existing(row.try_get::<String, _>("order_id")?),
         fingerprint: row.try_get("fingerprint")?,
         priced: PricedOrder {
@@ -167,7 +189,7 @@ pub async fn attempt<'c>(
         state,
         payment_id: row.try_get("payment_id")?,
         decline_reason: row.try_get("decline_reason")?,
-    }))
+    })
 }
 
 /// A new attempt to record, with who made it.

@@ -19,7 +19,7 @@ use foodmesh_proto::{
 use prost::Message as _;
 
 use crate::{
-    app::{CatalogUpdate, OrderApp, ViewUpdate},
+    app::{Capture, CatalogUpdate, OrderApp, ViewUpdate},
     convert,
     domain::{
         order::OrderEvent,
@@ -35,6 +35,8 @@ pub const CATALOG_CONSUMER: &str = "order-catalog";
 pub const KITCHEN_CONSUMER: &str = "order-view-store";
 /// Feeds the status view from payment events.
 pub const PAYMENT_CONSUMER: &str = "order-view-payment";
+/// Completes orders whose charge was captured but not committed.
+pub const RECONCILER_CONSUMER: &str = "order-reconciler";
 
 /// The outbox row that publishes an order event.
 pub fn order_message(event: &OrderEvent, occurred_at: Timestamp) -> OutboxMessage {
@@ -69,13 +71,14 @@ pub fn order_message(event: &OrderEvent, occurred_at: Timestamp) -> OutboxMessag
 }
 
 /// The consumers of this service: catalogs (from the latest of each store),
-/// kitchen events and refunds.
-pub fn consumers(settings: &ConsumerSettings) -> [ConsumerSpec; 3] {
+/// kitchen events, refunds, and captures (the reconciler).
+pub fn consumers(settings: &ConsumerSettings) -> [ConsumerSpec; 4] {
     let catalog = ConsumerSpec { latest_per_subject: true, ..Infra::consumer(settings, STORE_CATALOG, CATALOG_CONSUMER, &[]) };
     [
         catalog,
         Infra::consumer(settings, STORE_EVENTS, KITCHEN_CONSUMER, &[]),
         Infra::consumer(settings, PAYMENT_EVENTS, PAYMENT_CONSUMER, &[subjects::PAYMENT_REFUNDED]),
+        Infra::consumer(settings, PAYMENT_EVENTS, RECONCILER_CONSUMER, &[subjects::PAYMENT_CAPTURED]),
     ]
 }
 
@@ -175,4 +178,28 @@ fn decode_payment(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
         Some(payment_event::Event::PaymentRefunded(r)) => Some(ViewUpdate::Refunded { order_id: r.order_id, refunded_at: at }),
         Some(payment_event::Event::PaymentCaptured(_)) | None => None,
     })
+}
+
+/// The reconciler: every captured charge must end as an order. Usually the
+/// request committed it already and this reads one row per batch; after a
+/// crash between the charge and the commit, this completes the order.
+#[derive(Debug, Clone)]
+pub struct ReconcileHandler(pub Arc<OrderApp>);
+
+impl BatchHandler for ReconcileHandler {
+    async fn handle(&self, batch: Vec<Delivery>) -> Vec<Outcome> {
+        consumer::decode_and_apply(batch, decode_capture, |captures| async move {
+            let captures: Vec<Capture> = captures.into_iter().map(|(_, c)| c).collect();
+            self.0.reconcile_captures(&captures).await.map(drop)
+        })
+        .await
+    }
+}
+
+fn decode_capture(delivery: &Delivery) -> Result<Option<Capture>, String> {
+    let event = PaymentEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a PaymentEvent: {e}"))?;
+    let Some(payment_event::Event::PaymentCaptured(c)) = event.event else { return Ok(None) };
+    let amount = c.amount.as_ref().ok_or("a capture without its amount")?;
+    let amount = pconvert::from_money(amount).map_err(|e| e.to_string())?;
+    Ok(Some(Capture { order_id: c.order_id, payment_id: c.payment_id, amount }))
 }

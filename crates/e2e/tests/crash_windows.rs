@@ -1,0 +1,62 @@
+//! The window between payment's commit and order's: a charge that was
+//! captured always ends as exactly one order.
+
+use foodmesh_e2e::{Mesh, MeshOptions, SAGA_TIMEOUT, place_request};
+use foodmesh_platform::testing::{authed, eventually};
+use foodmesh_proto::{
+    order::v1::{ListOrdersRequest, OrderStatus},
+    payment::v1::{GetPaymentRequest, PaymentStatus, get_payment_request::Lookup},
+    store::v1::ListStoreOrdersRequest,
+};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once() {
+    let options =
+        MeshOptions { order_env: vec![("FOODMESH_FAULTS__STOP_AFTER_CHARGE".into(), "true".into())], ..MeshOptions::default() };
+    let mesh = Mesh::start_with(options).await;
+    let alice = mesh.customer("alice");
+    let request = place_request("r-crash", "pizza-napoli", &[("calzone", 2)], "tok_visa");
+
+    // PlaceOrder stops between the capture and the order's commit.
+    let err = mesh.order().place_order(authed(request.clone(), &alice)).await.expect_err("stopped after the charge");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // The reconciler completes the order from payment's PaymentCaptured event.
+    let order = eventually(SAGA_TIMEOUT, "the order completed by the reconciler", || async {
+        let listed = mesh.order().list_orders(authed(ListOrdersRequest::default(), &alice)).await.expect("list").into_inner();
+        listed.orders.into_iter().find(|o| o.status() != OrderStatus::Unspecified)
+    })
+    .await;
+    assert_eq!(order.store_id, "pizza-napoli");
+    let charged = mesh
+        .payment()
+        .get_payment(authed(GetPaymentRequest { lookup: Some(Lookup::OrderId(order.order_id.clone())) }, &alice))
+        .await
+        .expect("payment")
+        .into_inner()
+        .payment
+        .expect("payment");
+    assert_eq!(charged.status(), PaymentStatus::Captured);
+    let paid_by = order.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
+    assert_eq!(charged.payment_id, paid_by, "the order is paid by that charge");
+    assert_eq!(charged.amount, order.total, "for the priced amount");
+
+    // It reaches the store, once.
+    eventually(SAGA_TIMEOUT, "the order in the store's queue", || async {
+        let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
+        let queue =
+            mesh.store().list_store_orders(authed(request, &mesh.staff("pizza-napoli"))).await.expect("list").into_inner().orders;
+        let copies = queue.iter().filter(|o| o.order_id == order.order_id).count();
+        assert!(copies <= 1, "{copies} copies in the store");
+        (copies == 1).then_some(())
+    })
+    .await;
+
+    // The customer retries as told: the same order, no second charge.
+    let again = mesh.order().place_order(authed(request, &alice)).await.expect("retry").into_inner().order.expect("order");
+    let paid_again = again.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
+    assert_eq!((again.order_id.as_str(), paid_again.as_str()), (order.order_id.as_str(), charged.payment_id.as_str()));
+    let listed = mesh.order().list_orders(authed(ListOrdersRequest::default(), &alice)).await.expect("list").into_inner();
+    assert_eq!(listed.orders.len(), 1, "one order for one request");
+}
