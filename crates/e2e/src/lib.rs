@@ -66,6 +66,7 @@ pub struct Mesh {
     options: MeshOptions,
     running: [Option<Running>; 4],
     addrs: [Option<SocketAddr>; 4],
+    replicas: Vec<Running>,
 }
 
 fn index(service: Service) -> usize {
@@ -94,6 +95,7 @@ impl Mesh {
             options,
             running: [None, None, None, None],
             addrs: [None; 4],
+            replicas: Vec::new(),
         };
         for service in [Service::Payment, Service::Store, Service::Notification, Service::Order] {
             mesh.start_service(service).await;
@@ -104,6 +106,21 @@ impl Mesh {
 
     /// Starts one service (again), on the port it had before, with its data.
     pub async fn start_service(&mut self, service: Service) {
+        let running = self.launch(service, self.addrs[index(service)]).await;
+        self.addrs[index(service)] = Some(running.local_addr());
+        self.running[index(service)] = Some(running);
+    }
+
+    /// Starts one more replica of `service` on a new port, sharing its
+    /// database and durable consumers with the first. Returns its address.
+    pub async fn start_replica(&mut self, service: Service) -> SocketAddr {
+        let running = self.launch(service, None).await;
+        let addr = running.local_addr();
+        self.replicas.push(running);
+        addr
+    }
+
+    async fn launch(&self, service: Service, addr: Option<SocketAddr>) -> Running {
         let name = match service {
             Service::Order => "order",
             Service::Payment => "payment",
@@ -111,7 +128,7 @@ impl Mesh {
             Service::Notification => "notification",
         };
         let mut env = service_env(&self.dbs.url(name).await, &self.nats.url(), &self.keys);
-        if let Some(addr) = self.addrs[index(service)] {
+        if let Some(addr) = addr {
             env.push(("FOODMESH_SERVER__LISTEN_ADDR".into(), addr.to_string()));
         }
         let running = match service {
@@ -151,8 +168,7 @@ impl Mesh {
         }
         .unwrap_or_else(|e| panic!("{name} failed to start: {e}"));
         assert!(running.wait_until_serving(SAGA_TIMEOUT).await, "{name} never became SERVING");
-        self.addrs[index(service)] = Some(running.local_addr());
-        self.running[index(service)] = Some(running);
+        running
     }
 
     /// Stops one service in order (drain, finish in-flight, stop consumers).
@@ -184,6 +200,11 @@ impl Mesh {
     /// A client of the store service.
     pub fn store(&self) -> StoreServiceClient<Channel> {
         StoreServiceClient::new(self.channel(Service::Store))
+    }
+
+    /// A client of the store replica at `addr` (from [`Mesh::start_replica`]).
+    pub fn store_at(&self, addr: SocketAddr) -> StoreServiceClient<Channel> {
+        StoreServiceClient::new(Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy())
     }
 
     /// A client of the notification service.

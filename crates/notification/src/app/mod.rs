@@ -42,6 +42,10 @@ pub enum Error {
 const DISPATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// How many due messages one dispatch round takes.
 const DISPATCH_BATCH: i64 = 256;
+/// How long a claimed batch belongs to one dispatcher: longer than sending a
+/// batch takes (the channel's timeout, a few rounds of `concurrency`). After
+/// it, a dispatcher that died has its messages sent by another.
+const SEND_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often a watcher looks for new messages without a local signal (another
 /// replica may have written them).
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -101,7 +105,11 @@ impl NotificationApp {
     /// Sends every message that is due, several at once, and records each
     /// outcome. Returns how many were attempted.
     pub async fn dispatch_due(&self) -> Result<usize, Error> {
-        let due = db::due(self.db.reader(), Timestamp::now(), DISPATCH_BATCH).await?;
+        let now = Timestamp::now();
+        let due = {
+            let mut conn = self.db.writer().acquire().await?;
+            db::claim_due(&mut conn, now, now.plus(SEND_LEASE), DISPATCH_BATCH).await?
+        };
         if due.is_empty() {
             return Ok(0);
         }

@@ -58,20 +58,33 @@ pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]
     Ok(stored)
 }
 
-/// Pending notifications whose send is due, oldest first.
-pub async fn due<'c>(
-    db: impl Executor<'c, Database = Any>,
+/// Claims up to `limit` pending notifications whose send is due, oldest
+/// first, for this dispatcher: they are due again only at `lease_until`, so
+/// another replica's dispatcher does not send them meanwhile. Recording the
+/// outcome ends the claim; a dispatcher that dies leaves its claims to expire,
+/// and those messages are sent again (with the same `Idempotency-Key`).
+pub async fn claim_due(
+    conn: &mut AnyConnection,
     now: Timestamp,
+    lease_until: Timestamp,
     limit: i64,
 ) -> Result<Vec<Notification>, sqlx::Error> {
-    sqlx::query(select_where!("status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"))
-        .bind(now.as_micros())
-        .bind(limit)
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(notification)
-        .collect()
+    // The outer condition repeats the inner one: on PostgreSQL a concurrent
+    // claim of the same rows re-checks it after the first commits, and skips
+    // them. SQLite runs one writer at a time.
+    sqlx::query(concat!(
+        "UPDATE notifications SET next_attempt_at = $1 WHERE status = 'PENDING' AND next_attempt_at <= $2 AND seq IN ",
+        "(SELECT seq FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3) ",
+        "RETURNING seq, notification_id, customer_id, order_id, kind, title, body, channel, status, attempts, occurred_at, sent_at"
+    ))
+    .bind(lease_until.as_micros())
+    .bind(now.as_micros())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(notification)
+    .collect()
 }
 
 /// Records successful sends (each was attempted once more).
