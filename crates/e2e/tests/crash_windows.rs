@@ -60,3 +60,34 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
     let listed = mesh.order().list_orders(authed(ListOrdersRequest::default(), &alice)).await.expect("list").into_inner();
     assert_eq!(listed.orders.len(), 1, "one order for one request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
+    let options = MeshOptions { auto_kitchen: Some(std::time::Duration::from_millis(30)), ..MeshOptions::default() };
+    let mut mesh = Mesh::start_with(options).await;
+    let before = mesh.place("alice", "before-outage", "seoul-bbq", &[("bibimbap", 1)]).await;
+    mesh.wait_status("alice", &before.order_id, OrderStatus::Delivered).await;
+
+    // NATS dies (SIGKILL). Orders are still taken: each commits with its
+    // event in the outbox, which waits for NATS.
+    mesh.nats.kill().await;
+    let mut during = Vec::new();
+    for i in 0..10 {
+        during.push(mesh.place("bob", &format!("outage-{i}"), "green-bowl", &[("green-smoothie", 1)]).await);
+    }
+    mesh.nats.restart().await;
+
+    // Every consumer resumes where it was; each order goes through once.
+    for order in &during {
+        let done = mesh.wait_status("bob", &order.order_id, OrderStatus::Delivered).await;
+        let timeline: Vec<OrderStatus> = done.timeline.iter().map(|c| c.status()).collect();
+        use OrderStatus::*;
+        assert_eq!(timeline, [Placed, Accepted, Cooking, Delivering, Delivered], "{}", order.order_id);
+    }
+    let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
+    let queue =
+        mesh.store().list_store_orders(authed(request, &mesh.staff("green-bowl"))).await.expect("list").into_inner().orders;
+    for order in &during {
+        assert_eq!(queue.iter().filter(|o| o.order_id == order.order_id).count(), 1, "{} in the store once", order.order_id);
+    }
+}
