@@ -119,6 +119,53 @@ fn pinning(index: usize) -> Option<(PathBuf, usize)> {
     Some((taskset, (index + 1) % cores))
 }
 
+/// Spawns the `index`th service of [`SERVICES`]; the future waits until it
+/// is SERVING and returns its name and the time from spawn.
+fn spawn_service(
+    home: &Home,
+    options: &LocalOptions,
+    endpoints: &Endpoints,
+    public_key: &Path,
+    index: usize,
+) -> Result<(Process, impl Future<Output = Result<(&'static str, Duration)>> + use<>)> {
+    let (name, service, offset) = SERVICES[index];
+    let addr = format!("127.0.0.1:{}", options.base_port + offset);
+    let mut env = vec![
+        ("FOODMESH_SERVER__LISTEN_ADDR".to_owned(), addr.clone()),
+        ("DATABASE_URL".to_owned(), format!("sqlite://{}", home.path(&format!("data/{name}.db")).display())),
+        ("NATS_URL".to_owned(), endpoints.nats.clone()),
+        ("FOODMESH_AUTH__PUBLIC_KEY_FILE".to_owned(), public_key.display().to_string()),
+        ("RUST_LOG".to_owned(), options.log_filter.clone()),
+        ("TOKIO_WORKER_THREADS".to_owned(), options.worker_threads.to_string()),
+    ];
+    match name {
+        "order" => env.push(("FOODMESH_PAYMENT__URL".to_owned(), format!("http://{}", endpoints.payment))),
+        "store" => {
+            if let Some(step) = options.kitchen_step {
+                let ms = step.as_millis().to_string();
+                env.push(("FOODMESH_AUTO_KITCHEN__ENABLED".to_owned(), "true".to_owned()));
+                for key in ["COOK_AFTER_MS", "DELIVER_AFTER_MS", "COMPLETE_AFTER_MS"] {
+                    env.push((format!("FOODMESH_AUTO_KITCHEN__{key}"), ms.clone()));
+                }
+            }
+        }
+        _ => {}
+    }
+    env.extend(options.extra_env.iter().cloned());
+    let log = home.path(&format!("logs/{name}.log"));
+    let spawned_at = Instant::now();
+    let binary = service_binary(name)?;
+    let child = match options.pin_cpus.then(|| pinning(index)).flatten() {
+        Some((taskset, cpu)) => {
+            let args = ["-c".to_owned(), cpu.to_string(), binary.display().to_string()];
+            spawn(&taskset, &args, &env, &log, home.root())?
+        }
+        None => spawn(&binary, &[], &env, &log, home.root())?,
+    };
+    let wait = async move { wait_serving(&addr, service, Duration::from_secs(30)).await.map(|()| (name, spawned_at.elapsed())) };
+    Ok((Process { name, child, log, time_to_serving: None }, wait))
+}
+
 fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path, cwd: &Path) -> Result<Child> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
@@ -194,44 +241,10 @@ impl LocalMesh {
         }
 
         let mut waits = Vec::new();
-        for (index, ((name, service, offset), port)) in SERVICES.iter().zip(&ports).enumerate() {
-            let mut env = vec![
-                ("FOODMESH_SERVER__LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-                ("DATABASE_URL".to_owned(), format!("sqlite://{}", home.path(&format!("data/{name}.db")).display())),
-                ("NATS_URL".to_owned(), nats_url.clone()),
-                ("FOODMESH_AUTH__PUBLIC_KEY_FILE".to_owned(), public_key.display().to_string()),
-                ("RUST_LOG".to_owned(), options.log_filter.clone()),
-                ("TOKIO_WORKER_THREADS".to_owned(), options.worker_threads.to_string()),
-            ];
-            match *name {
-                "order" => env.push(("FOODMESH_PAYMENT__URL".to_owned(), format!("http://{}", endpoints.payment))),
-                "store" => {
-                    if let Some(step) = options.kitchen_step {
-                        let ms = step.as_millis().to_string();
-                        env.push(("FOODMESH_AUTO_KITCHEN__ENABLED".to_owned(), "true".to_owned()));
-                        for key in ["COOK_AFTER_MS", "DELIVER_AFTER_MS", "COMPLETE_AFTER_MS"] {
-                            env.push((format!("FOODMESH_AUTO_KITCHEN__{key}"), ms.clone()));
-                        }
-                    }
-                }
-                _ => {}
-            }
-            env.extend(options.extra_env.iter().cloned());
-            let log = home.path(&format!("logs/{name}.log"));
-            let spawned_at = Instant::now();
-            let binary = service_binary(name)?;
-            let child = match options.pin_cpus.then(|| pinning(index)).flatten() {
-                Some((taskset, cpu)) => {
-                    let args = ["-c".to_owned(), cpu.to_string(), binary.display().to_string()];
-                    spawn(&taskset, &args, &env, &log, home.root())?
-                }
-                None => spawn(&binary, &[], &env, &log, home.root())?,
-            };
-            processes.push(Process { name, child, log, time_to_serving: None });
-            let addr = addr(*offset);
-            waits.push(async move {
-                wait_serving(&addr, service, Duration::from_secs(30)).await.map(|()| (*name, spawned_at.elapsed()))
-            });
+        for index in 0..SERVICES.len() {
+            let (process, wait) = spawn_service(home, options, &endpoints, &public_key, index)?;
+            processes.push(process);
+            waits.push(wait);
         }
         for result in futures::future::join_all(waits).await {
             let (name, elapsed) = result?;
@@ -241,6 +254,24 @@ impl LocalMesh {
         }
         home.write_endpoints(&endpoints)?;
         Ok(LocalMesh { endpoints, processes })
+    }
+
+    /// Stops one service (SIGTERM: it drains and stops), e.g. `"store"`.
+    pub async fn stop_service(&mut self, name: &str) {
+        if let Some(i) = self.processes.iter().position(|p| p.name == name) {
+            terminate(self.processes.remove(i)).await;
+        }
+    }
+
+    /// Starts a stopped service again with its data; returns once it is
+    /// SERVING, with the time that took from spawn.
+    pub async fn start_service(&mut self, home: &Home, options: &LocalOptions, name: &str) -> Result<Duration> {
+        let index = SERVICES.iter().position(|(n, _, _)| *n == name).ok_or_else(|| anyhow!("no service {name}"))?;
+        let public_key = home.ensure_keys()?;
+        let (process, wait) = spawn_service(home, options, &self.endpoints, &public_key, index)?;
+        self.processes.push(process);
+        let (_, elapsed) = wait.await?;
+        Ok(elapsed)
     }
 
     /// The process that exited, if one did.

@@ -12,6 +12,7 @@ use tonic_types::StatusExt;
 mod bench;
 mod commands;
 mod demo;
+mod drain;
 mod home;
 mod load;
 mod local;
@@ -168,6 +169,9 @@ enum Command {
     /// Start a fresh mesh, load it for a while, and report throughput,
     /// latency, saga lag, memory and start-up time.
     Bench(bench::BenchArgs),
+    /// Start a fresh mesh, stop the store, place a backlog of orders, start
+    /// the store again and time how fast it catches up.
+    BenchDrain(drain::DrainArgs),
 }
 
 /// What to do with parked messages.
@@ -280,6 +284,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
+        Command::BenchDrain(args) => drain::run(&args).await,
     }
 }
 
