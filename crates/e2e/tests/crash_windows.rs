@@ -81,8 +81,9 @@ async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
     for order in &during {
         let done = mesh.wait_status("bob", &order.order_id, OrderStatus::Delivered).await;
         let timeline: Vec<OrderStatus> = done.timeline.iter().map(|c| c.status()).collect();
-        use OrderStatus::*;
-        assert_eq!(timeline, [Placed, Accepted, Cooking, Delivering, Delivered], "{}", order.order_id);
+        let expected =
+            [OrderStatus::Placed, OrderStatus::Accepted, OrderStatus::Cooking, OrderStatus::Delivering, OrderStatus::Delivered];
+        assert_eq!(timeline, expected, "{}", order.order_id);
     }
     let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
     let queue =
