@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`Mesh`]: start, stop and restart services; clients and tokens.
 //! - [`Webhook`]: a local HTTP endpoint that records (and can refuse) calls.
+//! - [`checker`]: the saga's invariants, read from every service's database.
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, time::Duration};
@@ -25,6 +26,7 @@ use foodmesh_proto::{
 };
 use tonic::transport::Channel;
 
+pub mod checker;
 mod webhook;
 pub use webhook::Webhook;
 
@@ -169,6 +171,39 @@ impl Mesh {
         .unwrap_or_else(|e| panic!("{name} failed to start: {e}"));
         assert!(running.wait_until_serving(SAGA_TIMEOUT).await, "{name} never became SERVING");
         running
+    }
+
+    /// The database URL of a service (`"order"`, `"payment"`, ...).
+    pub async fn database_url(&self, name: &str) -> String {
+        self.dbs.url(name).await
+    }
+
+    /// Reads every service's database and checks the saga's invariants.
+    pub async fn check(&self) -> checker::Report {
+        let (order, payment) = (self.dbs.url("order").await, self.dbs.url("payment").await);
+        let (store, notification) = (self.dbs.url("store").await, self.dbs.url("notification").await);
+        checker::check(&order, &payment, &store, &notification).await
+    }
+
+    /// Waits until the mesh is quiet and every invariant holds; fails the
+    /// test with the violations left after [`SAGA_TIMEOUT`]. Returns the report.
+    pub async fn assert_invariants(&self) -> checker::Report {
+        let deadline = tokio::time::Instant::now() + SAGA_TIMEOUT;
+        loop {
+            let report = self.check().await;
+            if report.violations.is_empty() {
+                return report;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{} invariant violations over {} orders:\n{}",
+                    report.violations.len(),
+                    report.orders,
+                    report.violations.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Stops one service in order (drain, finish in-flight, stop consumers).

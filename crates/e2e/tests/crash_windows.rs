@@ -59,6 +59,8 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
     assert_eq!((again.order_id.as_str(), paid_again.as_str()), (order.order_id.as_str(), charged.payment_id.as_str()));
     let listed = mesh.order().list_orders(authed(ListOrdersRequest::default(), &alice)).await.expect("list").into_inner();
     assert_eq!(listed.orders.len(), 1, "one order for one request");
+    let report = mesh.assert_invariants().await;
+    assert_eq!((report.orders, report.payments), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,4 +93,6 @@ async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
     for order in &during {
         assert_eq!(queue.iter().filter(|o| o.order_id == order.order_id).count(), 1, "{} in the store once", order.order_id);
     }
+    let report = mesh.assert_invariants().await;
+    assert_eq!((report.orders, report.payments), (11, 11));
 }

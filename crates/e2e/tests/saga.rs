@@ -125,6 +125,7 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
     let sent = wait_notifications(&mesh, "alice", &placed.order_id, &kinds).await;
     assert_eq!(sent.iter().map(|n| n.kind()).collect::<Vec<_>>(), kinds, "one message per change, in order");
     assert_eq!(payment_of(&mesh, "alice", &placed.order_id).await.status(), PaymentStatus::Captured);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +145,7 @@ async fn a_declined_card_places_no_order() {
     let all = ListNotificationsRequest { page_size: 100, ..Default::default() };
     let sent = mesh.notification().list_notifications(authed(all, &mesh.customer("alice"))).await.expect("list");
     assert!(sent.into_inner().notifications.is_empty(), "nothing to tell");
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,6 +171,7 @@ async fn with_payment_down_no_order_is_taken_and_a_retry_after_it_returns_charge
     assert_eq!(payment.payment_id, placed.payment.expect("payment").payment_id, "one payment for the order");
     mesh.wait_status("alice", &placed.order_id, OrderStatus::Accepted).await;
     assert_eq!(store_orders(&mesh, "green-bowl").await.len(), 1);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +194,7 @@ async fn the_same_request_id_is_one_order_and_reusing_it_for_another_order_is_re
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store_orders(&mesh, "seoul-bbq").await.len(), 2, "each order reached the store once");
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,6 +230,7 @@ async fn cancelling_before_cooking_refunds_once_and_takes_the_order_off_the_kitc
     assert_eq!(sent.len(), kinds.len(), "one message per change: {:?}", sent.iter().map(|n| n.kind()).collect::<Vec<_>>());
     let refunds = sent.iter().filter(|n| n.kind() == K::RefundIssued).count();
     assert_eq!(refunds, 1);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,6 +253,7 @@ async fn cancelling_after_cooking_started_is_refused_and_changes_nothing() {
     assert_eq!(after.expect("get").into_inner().order.expect("order"), cooking, "nothing changed");
     assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
     assert_eq!(store_orders(&mesh, "seoul-bbq").await[0].status(), StoreOrderStatus::Cooking);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +293,7 @@ async fn a_cancel_racing_the_start_of_cooking_has_exactly_one_winner_and_at_most
         }
     }
     assert_eq!(outcomes.0 + outcomes.1, 8);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,6 +322,7 @@ async fn orders_are_taken_while_the_store_is_down_and_each_reaches_it_once_when_
     expected.sort();
     assert_eq!(received, expected, "every order once, none twice");
     assert!(kitchen.iter().all(|o| o.version == 1 && o.status() == StoreOrderStatus::Received));
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,6 +345,7 @@ async fn a_rejected_order_is_refunded_and_the_customer_hears_why() {
     let sent = wait_notifications(&mesh, "alice", &order.order_id, &[K::OrderRejected, K::RefundIssued]).await;
     let rejected = sent.iter().find(|n| n.kind() == K::OrderRejected).expect("rejection message");
     assert!(rejected.body.contains("out of short ribs"), "{}", rejected.body);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +365,7 @@ async fn the_auto_kitchen_delivers_an_order_by_itself() {
     let last = last.expect("at least one update");
     use OrderStatus::*;
     assert_eq!(statuses(&last), [Placed, Accepted, Cooking, Delivering, Delivered]);
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,6 +386,7 @@ async fn webhook_messages_are_retried_until_accepted_and_each_is_stored_once() {
         let call = calls.iter().find(|c| c.idempotency_key == n.notification_id).expect("called");
         assert!(call.body.contains(&order.order_id) && call.body.contains("\"customer_id\":\"alice\""), "{}", call.body);
     }
+    mesh.assert_invariants().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,4 +414,5 @@ async fn watch_notifications_streams_each_new_message_as_it_happens() {
         mesh.notification().watch_notifications(authed(replay, &mesh.customer("carol"))).await.expect("watch").into_inner();
     let first = tokio::time::timeout(SAGA_TIMEOUT, again.next()).await.expect("replayed").expect("open").expect("ok");
     assert_eq!(first.notification.expect("n").kind(), kinds[0], "existing messages come first, in the order they were created");
+    mesh.assert_invariants().await;
 }

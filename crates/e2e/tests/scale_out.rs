@@ -97,4 +97,6 @@ async fn three_replicas_of_store_and_notification_apply_and_send_each_change_onc
     let twice: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "notifications sent more than once: {twice:?}");
     assert_eq!(per_key.len(), expected, "one message per order and change");
+    let report = mesh.assert_invariants().await;
+    assert_eq!(report.orders, placed.len());
 }
