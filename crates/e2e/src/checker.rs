@@ -23,6 +23,8 @@ pub struct Report {
     pub orders: usize,
     /// Payments checked.
     pub payments: usize,
+    /// Orders by their status in order's view.
+    pub statuses: std::collections::BTreeMap<String, usize>,
     /// Each broken invariant, with the order it is about.
     pub violations: Vec<String>,
 }
@@ -67,7 +69,11 @@ pub async fn check(order_db: &str, payment_db: &str, store_db: &str, notificatio
     let notices =
         rows(notification_db, "SELECT order_id, kind, status FROM notifications", &["order_id", "kind", "status"]).await;
 
-    let mut report = Report { orders: orders.len(), payments: payments.len(), violations: Vec::new() };
+    let mut statuses = std::collections::BTreeMap::new();
+    for o in &orders {
+        *statuses.entry(text(&o[2]).to_owned()).or_default() += 1;
+    }
+    let mut report = Report { orders: orders.len(), payments: payments.len(), statuses, violations: Vec::new() };
     let mut v = |message: String| report.violations.push(message);
 
     let mut payments_of: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();

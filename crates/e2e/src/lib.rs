@@ -8,6 +8,7 @@
 //! - [`Mesh`]: start, stop and restart services; clients and tokens.
 //! - [`Webhook`]: a local HTTP endpoint that records (and can refuse) calls.
 //! - [`checker`]: the saga's invariants, read from every service's database.
+//! - [`processes`]: the same mesh as real processes, for `kill -9`.
 #![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, time::Duration};
@@ -27,6 +28,7 @@ use foodmesh_proto::{
 use tonic::transport::Channel;
 
 pub mod checker;
+pub mod processes;
 mod webhook;
 pub use webhook::Webhook;
 
@@ -259,19 +261,7 @@ impl Mesh {
 
     /// Waits until the order service prices orders for the demo stores.
     async fn wait_for_catalog(&self) {
-        let token = self.customer("catalog-probe");
-        eventually(SAGA_TIMEOUT, "the order service to receive the catalog", || {
-            let mut client = self.order();
-            let token = token.clone();
-            async move {
-                // An order without lines is refused; an unknown store is named too.
-                let probe = PlaceOrderRequest { request_id: "probe".into(), store_id: "green-bowl".into(), ..Default::default() };
-                let err = client.place_order(authed(probe, &token)).await.expect_err("an empty order is invalid");
-                let bad = tonic_types::StatusExt::get_details_bad_request(&err)?;
-                (!bad.field_violations.iter().any(|v| v.field == "store_id")).then_some(())
-            }
-        })
-        .await;
+        wait_for_catalog(self.order(), self.customer("catalog-probe")).await;
     }
 
     /// Places an order (request id `request_id`) for `customer` and returns it.
@@ -316,4 +306,19 @@ pub fn place_request(request_id: &str, store_id: &str, lines: &[(&str, i32)], pa
         delivery_address: "221B Baker Street".to_owned(),
         payment_token: payment_token.to_owned(),
     }
+}
+
+/// Waits until the order service at `client` has received the catalog.
+pub(crate) async fn wait_for_catalog(client: OrderServiceClient<Channel>, token: String) {
+    eventually(SAGA_TIMEOUT, "the order service to receive the catalog", || {
+        let (mut client, token) = (client.clone(), token.clone());
+        async move {
+            // An order without lines is refused; an unknown store is named too.
+            let probe = PlaceOrderRequest { request_id: "probe".into(), store_id: "green-bowl".into(), ..Default::default() };
+            let err = client.place_order(authed(probe, &token)).await.expect_err("an empty order is invalid");
+            let bad = tonic_types::StatusExt::get_details_bad_request(&err)?;
+            (!bad.field_violations.iter().any(|v| v.field == "store_id")).then_some(())
+        }
+    })
+    .await;
 }

@@ -55,6 +55,7 @@ fn spec(durable: &'static str) -> ConsumerSpec {
         linger: Duration::ZERO,
         max_deliver: 3,
         retry_ladder: &QUICK_RETRIES,
+        ack_wait: Duration::from_secs(30),
     }
 }
 

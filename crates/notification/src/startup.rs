@@ -86,7 +86,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let sweep = c.sweep_interval;
     let common = settings.common;
     let infra = Infra::connect(&common, "notification").await?;
-    let app = Arc::new(NotificationApp::new(infra.db.clone(), channel, policy, c.concurrency));
+    let app = Arc::new(NotificationApp::new(infra.db.clone(), channel, policy, c.concurrency, c.timeout));
     let stop = CancellationToken::new();
 
     let mut host = GrpcHost::bind(&common.server).await?;

@@ -76,6 +76,14 @@ impl PaymentGateway for GrpcPaymentGateway {
                         | Code::ResourceExhausted
                         | Code::Cancelled
                         | Code::Aborted => Err(GatewayError::Unavailable(format!("{:?}: {}", status.code(), status.message()))),
+                        // Payment answers every error with an ErrorInfo. Without
+                        // one, the answer never came: the connection broke
+                        // mid-call (payment died, a proxy reset it). The charge
+                        // may or may not have happened; a retry with the same
+                        // key settles it, so this is "try again", not a failure.
+                        Code::Unknown | Code::Internal if info.is_none() => {
+                            Err(GatewayError::Unavailable(format!("no answer: {}", status.message())))
+                        }
                         _ => Err(GatewayError::Refused(format!("{:?} {reason}: {}", status.code(), status.message()))),
                     }
                 }

@@ -47,10 +47,10 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// The waits before redeliveries ([`RETRY_LADDER`] in services).
     pub retry_ladder: &'static [Duration],
+    /// How long the server waits for an ack before delivering a message
+    /// again: what a consumer that died holding messages delays them by.
+    pub ack_wait: Duration,
 }
-
-/// How long the server waits for an ack before delivering again.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// The wait before the n-th retry of a message that failed (the last value
 /// repeats): quick at first for passing faults, then slower for a database or
 /// dependency that is down.
@@ -165,7 +165,7 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
         filter_subjects,
         deliver_policy: if spec.latest_per_subject { DeliverPolicy::LastPerSubject } else { DeliverPolicy::All },
         ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait: spec.ack_wait,
         // One more than ours: the server must not drop a message we have
         // not parked yet.
         max_deliver: spec.max_deliver + 1,
@@ -270,7 +270,7 @@ async fn handle_batch<H: BatchHandler>(
                 Outcome::Retry(_) => AckKind::Nak(Some(retry_delay(spec.retry_ladder, delivery.delivered))),
             };
             if let Err(err) = message.ack_with(kind).await {
-                // The server redelivers after ACK_WAIT; the inbox makes that harmless.
+                // The server redelivers after the ack wait; the inbox makes that harmless.
                 tracing::warn!(error = %err, "ack failed");
             }
         }

@@ -26,6 +26,9 @@ pub struct ConsumerSettings {
     pub linger: std::time::Duration,
     /// Deliveries of a failing message before it is parked in `DEAD_LETTERS`.
     pub max_deliver: i64,
+    /// How long the server waits for an ack before redelivering.
+    #[serde(deserialize_with = "crate::config::millis", rename = "ack_wait_ms")]
+    pub ack_wait: std::time::Duration,
 }
 
 /// Settings every service has; services flatten it into their own.
@@ -118,6 +121,7 @@ impl Infra {
             linger: settings.linger,
             max_deliver: settings.max_deliver.max(1),
             retry_ladder: &crate::consumer::RETRY_LADDER,
+            ack_wait: settings.ack_wait,
         }
     }
 }

@@ -40,12 +40,8 @@ pub enum Error {
 /// How long the dispatcher waits after a wake-up, so one round sends (and
 /// marks) what several transactions wrote.
 const DISPATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
-/// How many due messages one dispatch round takes.
-const DISPATCH_BATCH: i64 = 256;
-/// How long a claimed batch belongs to one dispatcher: longer than sending a
-/// batch takes (the channel's timeout, a few rounds of `concurrency`). After
-/// it, a dispatcher that died has its messages sent by another.
-const SEND_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+/// One dispatch round claims this many rounds of `concurrency` sends.
+const ROUNDS_PER_CLAIM: usize = 4;
 /// How often a watcher looks for new messages without a local signal (another
 /// replica may have written them).
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -56,6 +52,13 @@ pub struct NotificationApp {
     channel: Arc<dyn Channel>,
     policy: RetryPolicy,
     concurrency: usize,
+    /// How many due messages one dispatch round claims.
+    claim: i64,
+    /// How long a claim lasts: longer than sending a claimed batch can take
+    /// (each round of `concurrency` sends is bounded by the channel's
+    /// timeout). A dispatcher that dies holding a claim delays those
+    /// messages by at most this; then another sends them.
+    lease: std::time::Duration,
     due: Arc<Notify>,
     created: broadcast::Sender<String>,
 }
@@ -67,13 +70,24 @@ impl std::fmt::Debug for NotificationApp {
 }
 
 impl NotificationApp {
-    /// The use cases over `db`, sending through `channel`.
-    pub fn new(db: Database, channel: Arc<dyn Channel>, policy: RetryPolicy, concurrency: usize) -> Self {
+    /// The use cases over `db`, sending through `channel`, `concurrency`
+    /// messages at once, each send bounded by `send_timeout`.
+    pub fn new(
+        db: Database,
+        channel: Arc<dyn Channel>,
+        policy: RetryPolicy,
+        concurrency: usize,
+        send_timeout: std::time::Duration,
+    ) -> Self {
+        let concurrency = concurrency.max(1);
+        let rounds = u32::try_from(ROUNDS_PER_CLAIM).unwrap_or(4);
         Self {
             db,
             channel,
             policy,
-            concurrency: concurrency.max(1),
+            concurrency,
+            claim: i64::try_from(concurrency * ROUNDS_PER_CLAIM).unwrap_or(64),
+            lease: send_timeout * rounds + std::time::Duration::from_secs(1),
             due: Arc::new(Notify::new()),
             created: broadcast::channel(4096).0,
         }
@@ -108,7 +122,7 @@ impl NotificationApp {
         let now = Timestamp::now();
         let due = {
             let mut conn = self.db.writer().acquire().await?;
-            db::claim_due(&mut conn, now, now.plus(SEND_LEASE), DISPATCH_BATCH).await?
+            db::claim_due(&mut conn, now, now.plus(self.lease), self.claim).await?
         };
         if due.is_empty() {
             return Ok(0);
@@ -150,7 +164,7 @@ impl NotificationApp {
     pub async fn run_dispatcher(self: Arc<Self>, sweep: std::time::Duration, stop: CancellationToken) {
         loop {
             match self.dispatch_due().await {
-                Ok(n) if n as i64 == DISPATCH_BATCH => continue,
+                Ok(n) if n as i64 == self.claim => continue,
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "dispatch round failed"),
             }
