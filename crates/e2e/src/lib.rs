@@ -57,6 +57,8 @@ pub struct MeshOptions {
     pub webhook_url: Option<String>,
     /// Extra settings of the order service (`FOODMESH_...` pairs).
     pub order_env: Vec<(String, String)>,
+    /// Extra settings of the payment service.
+    pub payment_env: Vec<(String, String)>,
 }
 
 /// A running mesh.
@@ -136,7 +138,10 @@ impl Mesh {
             env.push(("FOODMESH_SERVER__LISTEN_ADDR".into(), addr.to_string()));
         }
         let running = match service {
-            Service::Payment => foodmesh_payment::start(foodmesh_payment::Settings::from_env_pairs(env).expect("settings")).await,
+            Service::Payment => {
+                env.extend(self.options.payment_env.iter().cloned());
+                foodmesh_payment::start(foodmesh_payment::Settings::from_env_pairs(env).expect("settings")).await
+            }
             Service::Store => {
                 if let Some(step) = self.options.auto_kitchen {
                     let ms = step.as_millis().to_string();

@@ -64,6 +64,35 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_reply_was_lost_is_one_order_and_one_charge() {
+    let options = MeshOptions {
+        payment_env: vec![("FOODMESH_FAULTS__DROP_REPLY_AFTER_COMMIT".into(), "true".into())],
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start_with(options).await;
+    let alice = mesh.customer("alice");
+    let request = place_request("r-lost-reply", "green-bowl", &[("green-smoothie", 1)], "tok_visa");
+
+    // Payment commits the charge; order never hears back and says so.
+    let err = mesh.order().place_order(authed(request.clone(), &alice)).await.expect_err("the reply was lost");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // The customer retries as told: payment answers from its record.
+    let order = mesh.order().place_order(authed(request, &alice)).await.expect("retry").into_inner().order.expect("order");
+    let charged = mesh
+        .payment()
+        .get_payment(authed(GetPaymentRequest { lookup: Some(Lookup::OrderId(order.order_id.clone())) }, &alice))
+        .await
+        .expect("payment")
+        .into_inner()
+        .payment
+        .expect("payment");
+    assert_eq!(charged.status(), PaymentStatus::Captured);
+    let report = mesh.assert_invariants().await;
+    assert_eq!((report.orders, report.payments), (1, 1), "one order, one charge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
     let options = MeshOptions { auto_kitchen: Some(std::time::Duration::from_millis(30)), ..MeshOptions::default() };
     let mut mesh = Mesh::start_with(options).await;

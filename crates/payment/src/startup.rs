@@ -30,6 +30,19 @@ pub struct Settings {
     /// What every service has.
     #[serde(flatten)]
     pub common: CommonSettings,
+    /// Test-only faults, all off by default.
+    #[serde(default)]
+    pub faults: FaultSettings,
+}
+
+/// Faults for tests of the recovery paths; never on in production.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FaultSettings {
+    /// Commit a new charge, then answer UNAVAILABLE as if the reply had been
+    /// lost on the way back: the caller must retry with the same key (and
+    /// get the stored charge) or reconcile.
+    #[serde(default)]
+    pub drop_reply_after_commit: bool,
 }
 
 impl Settings {
@@ -53,7 +66,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
 pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork>) -> Result<Running, BoxError> {
     let common = settings.common;
     let infra = Infra::connect(&common, "payment").await?;
-    let app = Arc::new(PaymentApp::new(infra.db.clone(), infra.outbox.clone(), network));
+    let app = Arc::new(PaymentApp::new(infra.db.clone(), infra.outbox.clone(), network, settings.faults.drop_reply_after_commit));
 
     let mut host = GrpcHost::bind(&common.server).await?;
     host.add_service(

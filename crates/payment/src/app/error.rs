@@ -35,6 +35,10 @@ pub enum Error {
     /// The service is stopping.
     #[error("the service is stopping")]
     Stopping,
+    /// Test-only fault `drop_reply_after_commit`: the charge committed, and
+    /// the caller is told to try again, as if the reply had been lost.
+    #[error("the reply was dropped after the commit (test fault)")]
+    ReplyDropped,
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),

@@ -66,6 +66,8 @@ pub struct PaymentApp {
     outbox: OutboxSignal,
     network: Arc<dyn CardNetwork>,
     charges: GroupCommit<Payment, bool, Error>,
+    /// Test-only fault: answer UNAVAILABLE after committing a new charge.
+    drop_reply_after_commit: bool,
 }
 
 /// The most charges written by one group commit.
@@ -99,7 +101,7 @@ impl std::fmt::Debug for PaymentApp {
 
 impl PaymentApp {
     /// The use cases over `db`, charging through `network`.
-    pub fn new(db: Database, outbox: OutboxSignal, network: Arc<dyn CardNetwork>) -> Self {
+    pub fn new(db: Database, outbox: OutboxSignal, network: Arc<dyn CardNetwork>, drop_reply_after_commit: bool) -> Self {
         let charges = {
             let (db, outbox) = (db.clone(), outbox.clone());
             GroupCommit::start(GROUP_COMMIT, move |payments: Vec<Payment>| {
@@ -107,7 +109,7 @@ impl PaymentApp {
                 async move { store_charges(&db, &outbox, payments).await }
             })
         };
-        Self { db, outbox, network, charges }
+        Self { db, outbox, network, charges, drop_reply_after_commit }
     }
 
     /// Charges once per idempotency key: a repeat returns the stored outcome.
@@ -126,6 +128,10 @@ impl PaymentApp {
             };
         }
         tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = ?payment.status, "charge decided");
+        if self.drop_reply_after_commit {
+            tracing::error!(order_id = %payment.order_id, "fault drop_reply_after_commit: the caller hears UNAVAILABLE");
+            return Err(Error::ReplyDropped);
+        }
         outcome(payment)
     }
 

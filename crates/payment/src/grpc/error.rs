@@ -35,6 +35,9 @@ impl From<Error> for Status {
                 grpc::status(Code::FailedPrecondition, err.to_string(), DOMAIN, "PAYMENT_NOT_REFUNDABLE", ErrorDetails::new())
             }
             Error::Stopping => grpc::unavailable(DOMAIN, "SHUTTING_DOWN", err.to_string(), std::time::Duration::from_millis(100)),
+            Error::ReplyDropped => {
+                grpc::unavailable(DOMAIN, "REPLY_DROPPED", err.to_string(), std::time::Duration::from_millis(100))
+            }
             Error::Db(db) => grpc::database_status(DOMAIN, db),
         }
     }
