@@ -55,7 +55,14 @@ fn text(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("")
 }
 
-/// Reads the four databases (`url(service name)`) and checks the invariants.
+/// Checks the invariants over the four databases of a test mesh.
+pub async fn check_databases(dbs: &foodmesh_platform::testing::TestDatabases) -> Report {
+    let (order, payment) = (dbs.url("order").await, dbs.url("payment").await);
+    let (store, notification) = (dbs.url("store").await, dbs.url("notification").await);
+    check(&order, &payment, &store, &notification).await
+}
+
+/// Reads the four databases and checks the invariants.
 pub async fn check(order_db: &str, payment_db: &str, store_db: &str, notification_db: &str) -> Report {
     let orders = rows(
         order_db,

@@ -22,8 +22,8 @@ use foodmesh_proto::{
     order::v1::{
         GetOrderRequest, Order, OrderStatus, PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient,
     },
-    payment::v1::payment_service_client::PaymentServiceClient,
-    store::v1::store_service_client::StoreServiceClient,
+    payment::v1::{GetPaymentRequest, Payment, get_payment_request::Lookup, payment_service_client::PaymentServiceClient},
+    store::v1::{ListStoreOrdersRequest, StoreOrder, store_service_client::StoreServiceClient},
 };
 use tonic::transport::Channel;
 
@@ -187,9 +187,7 @@ impl Mesh {
 
     /// Reads every service's database and checks the saga's invariants.
     pub async fn check(&self) -> checker::Report {
-        let (order, payment) = (self.dbs.url("order").await, self.dbs.url("payment").await);
-        let (store, notification) = (self.dbs.url("store").await, self.dbs.url("notification").await);
-        checker::check(&order, &payment, &store, &notification).await
+        checker::check_databases(&self.dbs).await
     }
 
     /// Waits until the mesh is quiet and every invariant holds; fails the
@@ -279,6 +277,24 @@ impl Mesh {
             .into_inner()
             .order
             .expect("order")
+    }
+
+    /// The store's queue (first 100 orders), as its staff sees it.
+    pub async fn store_orders(&self, store_id: &str) -> Vec<StoreOrder> {
+        let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
+        self.store().list_store_orders(authed(request, &self.staff(store_id))).await.expect("list").into_inner().orders
+    }
+
+    /// The payment of one of `customer`'s orders.
+    pub async fn payment_of(&self, customer: &str, order_id: &str) -> Payment {
+        let request = GetPaymentRequest { lookup: Some(Lookup::OrderId(order_id.into())) };
+        self.payment()
+            .get_payment(authed(request, &self.customer(customer)))
+            .await
+            .expect("payment")
+            .into_inner()
+            .payment
+            .expect("payment")
     }
 
     /// Waits until `customer`'s order satisfies `check`; returns it.

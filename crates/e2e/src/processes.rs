@@ -147,8 +147,6 @@ impl ProcessMesh {
 
     /// Reads every database and checks the saga's invariants.
     pub async fn check(&self) -> checker::Report {
-        let (order, payment) = (self.dbs.url("order").await, self.dbs.url("payment").await);
-        let (store, notification) = (self.dbs.url("store").await, self.dbs.url("notification").await);
-        checker::check(&order, &payment, &store, &notification).await
+        checker::check_databases(&self.dbs).await
     }
 }

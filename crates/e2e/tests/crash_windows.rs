@@ -5,8 +5,7 @@ use foodmesh_e2e::{Mesh, MeshOptions, SAGA_TIMEOUT, place_request};
 use foodmesh_platform::testing::{authed, eventually};
 use foodmesh_proto::{
     order::v1::{ListOrdersRequest, OrderStatus},
-    payment::v1::{GetPaymentRequest, PaymentStatus, get_payment_request::Lookup},
-    store::v1::ListStoreOrdersRequest,
+    payment::v1::PaymentStatus,
 };
 use tonic::Code;
 
@@ -29,14 +28,7 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
     })
     .await;
     assert_eq!(order.store_id, "pizza-napoli");
-    let charged = mesh
-        .payment()
-        .get_payment(authed(GetPaymentRequest { lookup: Some(Lookup::OrderId(order.order_id.clone())) }, &alice))
-        .await
-        .expect("payment")
-        .into_inner()
-        .payment
-        .expect("payment");
+    let charged = mesh.payment_of("alice", &order.order_id).await;
     assert_eq!(charged.status(), PaymentStatus::Captured);
     let paid_by = order.payment.as_ref().map(|p| p.payment_id.clone()).unwrap_or_default();
     assert_eq!(charged.payment_id, paid_by, "the order is paid by that charge");
@@ -44,9 +36,7 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
 
     // It reaches the store, once.
     eventually(SAGA_TIMEOUT, "the order in the store's queue", || async {
-        let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
-        let queue =
-            mesh.store().list_store_orders(authed(request, &mesh.staff("pizza-napoli"))).await.expect("list").into_inner().orders;
+        let queue = mesh.store_orders("pizza-napoli").await;
         let copies = queue.iter().filter(|o| o.order_id == order.order_id).count();
         assert!(copies <= 1, "{copies} copies in the store");
         (copies == 1).then_some(())
@@ -79,14 +69,7 @@ async fn a_charge_whose_reply_was_lost_is_one_order_and_one_charge() {
 
     // The customer retries as told: payment answers from its record.
     let order = mesh.order().place_order(authed(request, &alice)).await.expect("retry").into_inner().order.expect("order");
-    let charged = mesh
-        .payment()
-        .get_payment(authed(GetPaymentRequest { lookup: Some(Lookup::OrderId(order.order_id.clone())) }, &alice))
-        .await
-        .expect("payment")
-        .into_inner()
-        .payment
-        .expect("payment");
+    let charged = mesh.payment_of("alice", &order.order_id).await;
     assert_eq!(charged.status(), PaymentStatus::Captured);
     let report = mesh.assert_invariants().await;
     assert_eq!((report.orders, report.payments), (1, 1), "one order, one charge");
@@ -116,9 +99,7 @@ async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
             [OrderStatus::Placed, OrderStatus::Accepted, OrderStatus::Cooking, OrderStatus::Delivering, OrderStatus::Delivered];
         assert_eq!(timeline, expected, "{}", order.order_id);
     }
-    let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
-    let queue =
-        mesh.store().list_store_orders(authed(request, &mesh.staff("green-bowl"))).await.expect("list").into_inner().orders;
+    let queue = mesh.store_orders("green-bowl").await;
     for order in &during {
         assert_eq!(queue.iter().filter(|o| o.order_id == order.order_id).count(), 1, "{} in the store once", order.order_id);
     }

@@ -15,9 +15,8 @@ use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     dead_letter::{self, DEAD_LETTERS},
     messaging::{ORDER_EVENTS, ensure_streams, jetstream, subjects},
-    testing::{NatsServer, authed, eventually},
+    testing::{NatsServer, eventually},
 };
-use foodmesh_proto::store::v1::ListStoreOrdersRequest;
 use tokio_util::sync::CancellationToken;
 
 /// Records the event ids it applies; fails every message while `broken`.
@@ -152,9 +151,7 @@ async fn a_poison_event_is_parked_by_each_consumer_and_the_saga_goes_on() {
     // The consumers moved on: the next order reaches the store.
     let order = mesh.place("alice", "after-poison", "pizza-napoli", &[("calzone", 1)]).await;
     eventually(SAGA_TIMEOUT, "the order in the store's queue", || async {
-        let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
-        let orders =
-            mesh.store().list_store_orders(authed(request, &mesh.staff("pizza-napoli"))).await.expect("list").into_inner().orders;
+        let orders = mesh.store_orders("pizza-napoli").await;
         orders.iter().any(|o| o.order_id == order.order_id).then_some(())
     })
     .await;

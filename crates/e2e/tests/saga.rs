@@ -8,10 +8,9 @@ use foodmesh_platform::testing::{authed, eventually};
 use foodmesh_proto::{
     notification::v1::{DeliveryStatus, ListNotificationsRequest, Notification, NotificationKind, WatchNotificationsRequest},
     order::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PaymentState, WatchOrderRequest},
-    payment::v1::{GetPaymentRequest, PaymentStatus, get_payment_request::Lookup},
+    payment::v1::PaymentStatus,
     store::v1::{
-        CompleteDeliveryRequest, ListStoreOrdersRequest, RejectOrderRequest, StartCookingRequest, StartDeliveryRequest,
-        StoreOrder, StoreOrderStatus,
+        CompleteDeliveryRequest, RejectOrderRequest, StartCookingRequest, StartDeliveryRequest, StoreOrder, StoreOrderStatus,
     },
 };
 use tokio_stream::StreamExt;
@@ -42,22 +41,6 @@ async fn wait_notifications(mesh: &Mesh, customer: &str, order_id: &str, kinds: 
         (kinds.iter().all(|k| list.iter().any(|n| n.kind() == *k)) && sent == list.len()).then_some(list)
     })
     .await
-}
-
-async fn store_orders(mesh: &Mesh, store_id: &str) -> Vec<StoreOrder> {
-    let request = ListStoreOrdersRequest { page_size: 100, ..Default::default() };
-    mesh.store().list_store_orders(authed(request, &mesh.staff(store_id))).await.expect("list").into_inner().orders
-}
-
-async fn payment_of(mesh: &Mesh, customer: &str, order_id: &str) -> foodmesh_proto::payment::v1::Payment {
-    let request = GetPaymentRequest { lookup: Some(Lookup::OrderId(order_id.into())) };
-    mesh.payment()
-        .get_payment(authed(request, &mesh.customer(customer)))
-        .await
-        .expect("payment")
-        .into_inner()
-        .payment
-        .expect("payment")
 }
 
 async fn staff_step(mesh: &Mesh, store_id: &str, order_id: &str, step: &str) -> Result<StoreOrder, tonic::Status> {
@@ -124,7 +107,7 @@ async fn an_order_goes_from_placed_to_delivered_with_its_timeline_and_notificati
     let kinds = [K::OrderPlaced, K::OrderAccepted, K::CookingStarted, K::OutForDelivery, K::Delivered];
     let sent = wait_notifications(&mesh, "alice", &placed.order_id, &kinds).await;
     assert_eq!(sent.iter().map(|n| n.kind()).collect::<Vec<_>>(), kinds, "one message per change, in order");
-    assert_eq!(payment_of(&mesh, "alice", &placed.order_id).await.status(), PaymentStatus::Captured);
+    assert_eq!(mesh.payment_of("alice", &placed.order_id).await.status(), PaymentStatus::Captured);
     mesh.assert_invariants().await;
 }
 
@@ -141,7 +124,7 @@ async fn a_declined_card_places_no_order() {
     let orders = mesh.order().list_orders(authed(ListOrdersRequest::default(), &mesh.customer("alice"))).await.expect("list");
     assert!(orders.into_inner().orders.is_empty(), "no order exists");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store_orders(&mesh, "pizza-napoli").await.is_empty(), "nothing reached the store");
+    assert!(mesh.store_orders("pizza-napoli").await.is_empty(), "nothing reached the store");
     let all = ListNotificationsRequest { page_size: 100, ..Default::default() };
     let sent = mesh.notification().list_notifications(authed(all, &mesh.customer("alice"))).await.expect("list");
     assert!(sent.into_inner().notifications.is_empty(), "nothing to tell");
@@ -167,10 +150,10 @@ async fn with_payment_down_no_order_is_taken_and_a_retry_after_it_returns_charge
     let placed = placed.order.expect("order");
     let again = mesh.order().place_order(authed(request, &mesh.customer("alice"))).await.expect("same order").into_inner();
     assert_eq!(again.order.expect("order").order_id, placed.order_id);
-    let payment = payment_of(&mesh, "alice", &placed.order_id).await;
+    let payment = mesh.payment_of("alice", &placed.order_id).await;
     assert_eq!(payment.payment_id, placed.payment.expect("payment").payment_id, "one payment for the order");
     mesh.wait_status("alice", &placed.order_id, OrderStatus::Accepted).await;
-    assert_eq!(store_orders(&mesh, "green-bowl").await.len(), 1);
+    assert_eq!(mesh.store_orders("green-bowl").await.len(), 1);
     mesh.assert_invariants().await;
 }
 
@@ -189,11 +172,11 @@ async fn the_same_request_id_is_one_order_and_reusing_it_for_another_order_is_re
     assert_eq!(err.get_details_error_info().expect("ErrorInfo").reason, "REQUEST_ID_REUSED");
 
     eventually(SAGA_TIMEOUT, "both orders in the store", || async {
-        (store_orders(&mesh, "seoul-bbq").await.len() == 2).then_some(())
+        (mesh.store_orders("seoul-bbq").await.len() == 2).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store_orders(&mesh, "seoul-bbq").await.len(), 2, "each order reached the store once");
+    assert_eq!(mesh.store_orders("seoul-bbq").await.len(), 2, "each order reached the store once");
     mesh.assert_invariants().await;
 }
 
@@ -217,11 +200,11 @@ async fn cancelling_before_cooking_refunds_once_and_takes_the_order_off_the_kitc
     let again = mesh.order().cancel_order(authed(cancel(), &mesh.customer("alice"))).await.expect("idempotent").into_inner();
     assert_eq!(again.order.expect("order").status(), Cancelled);
 
-    let kitchen = store_orders(&mesh, "seoul-bbq").await;
+    let kitchen = mesh.store_orders("seoul-bbq").await;
     assert_eq!(kitchen.iter().map(|o| o.status()).collect::<Vec<_>>(), [StoreOrderStatus::Cancelled]);
     let err = staff_step(&mesh, "seoul-bbq", &order.order_id, "cook").await.expect_err("never cooked");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let payment = payment_of(&mesh, "alice", &order.order_id).await;
+    let payment = mesh.payment_of("alice", &order.order_id).await;
     assert_eq!(payment.status(), PaymentStatus::Refunded);
 
     use NotificationKind as K;
@@ -251,8 +234,8 @@ async fn cancelling_after_cooking_started_is_refused_and_changes_nothing() {
     let after =
         mesh.order().get_order(authed(GetOrderRequest { order_id: order.order_id.clone() }, &mesh.customer("alice"))).await;
     assert_eq!(after.expect("get").into_inner().order.expect("order"), cooking, "nothing changed");
-    assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
-    assert_eq!(store_orders(&mesh, "seoul-bbq").await[0].status(), StoreOrderStatus::Cooking);
+    assert_eq!(mesh.payment_of("alice", &order.order_id).await.status(), PaymentStatus::Captured);
+    assert_eq!(mesh.store_orders("seoul-bbq").await[0].status(), StoreOrderStatus::Cooking);
     mesh.assert_invariants().await;
 }
 
@@ -269,7 +252,7 @@ async fn a_cancel_racing_the_start_of_cooking_has_exactly_one_winner_and_at_most
         let (cancelled, cooked) =
             tokio::join!(orders.cancel_order(authed(cancel, &token)), staff_step(&mesh, "pizza-napoli", &order.order_id, "cook"));
         let kitchen =
-            store_orders(&mesh, "pizza-napoli").await.into_iter().find(|o| o.order_id == order.order_id).expect("in the store");
+            mesh.store_orders("pizza-napoli").await.into_iter().find(|o| o.order_id == order.order_id).expect("in the store");
         match (cancelled, cooked) {
             (Ok(_), Err(cook_err)) => {
                 outcomes.0 += 1;
@@ -287,7 +270,7 @@ async fn a_cancel_racing_the_start_of_cooking_has_exactly_one_winner_and_at_most
                 assert_eq!(cancel_err.get_details_error_info().expect("ErrorInfo").reason, "ORDER_NOT_CANCELLABLE");
                 assert_eq!(kitchen.status(), StoreOrderStatus::Cooking);
                 mesh.wait_status("alice", &order.order_id, OrderStatus::Cooking).await;
-                assert_eq!(payment_of(&mesh, "alice", &order.order_id).await.status(), PaymentStatus::Captured);
+                assert_eq!(mesh.payment_of("alice", &order.order_id).await.status(), PaymentStatus::Captured);
             }
             (cancelled, cooked) => panic!("not exactly one winner: cancel {cancelled:?}, cook {cooked:?}"),
         }
@@ -315,7 +298,7 @@ async fn orders_are_taken_while_the_store_is_down_and_each_reaches_it_once_when_
         mesh.wait_status("alice", id, OrderStatus::Accepted).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kitchen = store_orders(&mesh, "green-bowl").await;
+    let kitchen = mesh.store_orders("green-bowl").await;
     let mut received: Vec<_> = kitchen.iter().map(|o| o.order_id.clone()).collect();
     received.sort();
     let mut expected = ids.clone();

@@ -236,38 +236,20 @@ async fn handle_batch<H: BatchHandler>(
     handler: &H,
     messages: Vec<jetstream::Message>,
 ) {
-    let deliveries: Vec<(Delivery, u64)> = messages
-        .iter()
-        .map(|m| {
-            let info = m.info().ok();
-            let sequence = info.as_ref().map_or(0, |i| i.stream_sequence);
-            let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-            // A replayed dead letter carries its original id apart from its
-            // `Nats-Msg-Id` (see `dead_letter`).
-            let event_id = header(dead_letter::EVENT_ID_HEADER)
-                .or_else(|| header("Nats-Msg-Id"))
-                .unwrap_or_else(|| format!("{}:{sequence}", spec.stream.name));
-            let delivery = Delivery {
-                subject: m.subject.to_string(),
-                payload: m.payload.clone(),
-                event_id,
-                delivered: info.map_or(1, |i| i.delivered),
-            };
-            (delivery, sequence)
-        })
-        .collect();
-    let outcomes = handler.handle(deliveries.iter().map(|(d, _)| d.clone()).collect()).await;
-    let acks = messages.iter().zip(&deliveries).enumerate().map(|(i, (message, (delivery, sequence)))| {
+    let deliveries: Vec<Delivery> = messages.iter().map(|m| delivery(spec, m)).collect();
+    let delivered: Vec<i64> = deliveries.iter().map(|d| d.delivered).collect();
+    let outcomes = handler.handle(deliveries).await;
+    let acks = messages.iter().zip(delivered).enumerate().map(|(i, (message, delivered))| {
         let outcome = outcomes.get(i).cloned().unwrap_or_else(|| Outcome::Retry("the handler gave no outcome".to_owned()));
         async move {
             let kind = match outcome {
                 Outcome::Ack => AckKind::Ack,
-                Outcome::Reject(reason) => park_or_retry(js, spec, delivery, *sequence, &reason).await,
-                Outcome::Retry(reason) if delivery.delivered >= spec.max_deliver => {
-                    let reason = format!("failed on all {} deliveries; last error: {reason}", delivery.delivered);
-                    park_or_retry(js, spec, delivery, *sequence, &reason).await
+                Outcome::Reject(reason) => park_or_retry(js, spec, message, &reason).await,
+                Outcome::Retry(reason) if delivered >= spec.max_deliver => {
+                    let reason = format!("failed on all {delivered} deliveries; last error: {reason}");
+                    park_or_retry(js, spec, message, &reason).await
                 }
-                Outcome::Retry(_) => AckKind::Nak(Some(retry_delay(spec.retry_ladder, delivery.delivered))),
+                Outcome::Retry(_) => AckKind::Nak(Some(retry_delay(spec.retry_ladder, delivered))),
             };
             if let Err(err) = message.ack_with(kind).await {
                 // The server redelivers after the ack wait; the inbox makes that harmless.
@@ -278,20 +260,29 @@ async fn handle_batch<H: BatchHandler>(
     join_all(acks).await;
 }
 
+/// What the handler sees of a message.
+fn delivery(spec: &ConsumerSpec, m: &jetstream::Message) -> Delivery {
+    let info = m.info().ok();
+    let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    // A replayed dead letter carries its original id apart from its
+    // `Nats-Msg-Id` (see `dead_letter`).
+    let event_id = header(dead_letter::EVENT_ID_HEADER)
+        .or_else(|| header("Nats-Msg-Id"))
+        .unwrap_or_else(|| format!("{}:{}", spec.stream.name, info.as_ref().map_or(0, |i| i.stream_sequence)));
+    Delivery { subject: m.subject.to_string(), payload: m.payload.clone(), event_id, delivered: info.map_or(1, |i| i.delivered) }
+}
+
 /// Parks a message and answers `Term`; if parking fails, the message is
-/// delivered again (and parking tried again) rather than lost.
-async fn park_or_retry(
-    js: &jetstream::Context,
-    spec: &ConsumerSpec,
-    delivery: &Delivery,
-    sequence: u64,
-    reason: &str,
-) -> AckKind {
+/// delivered again (and parking tried again) rather than lost. Rare, so the
+/// delivery is read from the message again here rather than kept for every
+/// message of every batch.
+async fn park_or_retry(js: &jetstream::Context, spec: &ConsumerSpec, message: &jetstream::Message, reason: &str) -> AckKind {
+    let delivery = delivery(spec, message);
     let parking = dead_letter::Parking {
         stream: spec.stream.name,
         consumer: spec.durable,
         subject: &delivery.subject,
-        sequence,
+        sequence: message.info().map_or(0, |i| i.stream_sequence),
         event_id: &delivery.event_id,
         deliveries: delivery.delivered,
         reason,
