@@ -88,6 +88,29 @@ pub fn find_tool(name: &str) -> Result<PathBuf> {
     in_path.ok_or_else(|| anyhow!("{name} not found: run scripts/bootstrap, or set {var}"))
 }
 
+/// Runs `foodmesh-order rebuild-view` against the local mesh's order
+/// database and NATS (the mesh must be up: the streams live in its NATS).
+pub async fn rebuild_order_view(home: &Home, check_only: bool) -> Result<()> {
+    let endpoints = home.endpoints()?;
+    let mut args = vec!["rebuild-view"];
+    if check_only {
+        args.push("--check");
+    }
+    let status = Command::new(service_binary("order")?)
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite://{}", home.path("data/order.db").display()))
+        .env("NATS_URL", endpoints.nats)
+        .env("FOODMESH_AUTH__PUBLIC_KEY_FILE", home.ensure_keys()?)
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .context("running foodmesh-order rebuild-view")?;
+    if !status.success() {
+        bail!(if check_only { "the view differs from the streams (see above)" } else { "rebuild-view failed" });
+    }
+    Ok(())
+}
+
 fn service_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;

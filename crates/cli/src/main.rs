@@ -155,6 +155,14 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Rebuild order's status view by replaying the event streams (operators):
+    /// runs `foodmesh-order rebuild-view` on the local mesh's data. Safe while
+    /// the mesh runs.
+    RebuildView {
+        /// Only compare the view with the streams; exit 1 if they differ.
+        #[arg(long)]
+        check: bool,
+    },
     /// List the messages consumers gave up on, or replay them (operators).
     DeadLetters {
         /// What to do.
@@ -275,6 +283,7 @@ async fn run(cli: Cli) -> Result<()> {
             commands::kitchen(&mut mesh()?, &store, action, order_id.as_deref(), &reason).await
         }
         Command::Notifications { customer, follow } => commands::notifications(&mut mesh()?, &customer, follow).await,
+        Command::RebuildView { check } => local::rebuild_order_view(&home, check).await,
         Command::DeadLetters { action, nats_url } => {
             let url = match nats_url {
                 Some(url) => url,

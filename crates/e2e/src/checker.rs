@@ -27,6 +27,11 @@ pub struct Report {
     pub statuses: std::collections::BTreeMap<String, usize>,
     /// Each broken invariant, with the order it is about.
     pub violations: Vec<String>,
+    /// Deliveries the consumers' inboxes recognised as already applied and
+    /// skipped, over the four services.
+    pub duplicates_suppressed: u64,
+    /// Outbox re-publishes JetStream's duplicate window dropped.
+    pub republishes_dropped: u64,
 }
 
 async fn rows(url: &str, sql: &'static str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
@@ -80,7 +85,17 @@ pub async fn check(order_db: &str, payment_db: &str, store_db: &str, notificatio
     for o in &orders {
         *statuses.entry(text(&o[2]).to_owned()).or_default() += 1;
     }
-    let mut report = Report { orders: orders.len(), payments: payments.len(), statuses, violations: Vec::new() };
+    let mut report = Report { orders: orders.len(), payments: payments.len(), statuses, ..Report::default() };
+    for url in [order_db, payment_db, store_db, notification_db] {
+        for counter in rows(url, "SELECT name, value FROM counters", &["name", "value"]).await {
+            let value: u64 = text(&counter[1]).parse().unwrap_or(0);
+            match text(&counter[0]) {
+                name if name.starts_with("inbox.duplicates.") => report.duplicates_suppressed += value,
+                "outbox.duplicates" => report.republishes_dropped += value,
+                _ => {}
+            }
+        }
+    }
     let mut v = |message: String| report.violations.push(message);
 
     let mut payments_of: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();

@@ -32,6 +32,54 @@ pub mod processes;
 mod webhook;
 pub use webhook::Webhook;
 
+/// How many times JetStream delivered a message again to a durable consumer
+/// (after a missed ack, a crash, a retry), over every consumer of the event
+/// streams: each consumer's delivery count less the messages it was offered.
+pub async fn redeliveries(nats_url: &str) -> u64 {
+    use futures::TryStreamExt as _;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("nats"));
+    let mut total = 0;
+    // The catalog keeps only each store's newest message, so its deliveries
+    // cannot be compared with what it holds; parked messages are read, not consumed.
+    use foodmesh_platform::messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS};
+    for spec in [ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS] {
+        let Ok(stream) = js.get_stream(spec.name).await else { continue };
+        let consumers: Vec<_> = stream.consumers().try_collect().await.expect("consumers");
+        for info in consumers {
+            let filters = if info.config.filter_subjects.is_empty() {
+                vec![info.config.filter_subject.clone()]
+            } else {
+                info.config.filter_subjects.clone()
+            };
+            let mut offered = 0;
+            for filter in filters {
+                let filter = if filter.is_empty() { ">".to_owned() } else { filter };
+                let subjects: std::collections::HashMap<String, usize> =
+                    stream.info_with_subjects(filter).await.expect("subjects").try_collect().await.expect("subjects");
+                offered += subjects.values().sum::<usize>() as u64;
+            }
+            // Messages still pending were not offered yet.
+            offered = offered.saturating_sub(info.num_pending);
+            total += info.delivered.consumer_sequence.saturating_sub(offered);
+        }
+    }
+    total
+}
+
+/// Prints one row of the fault table (`--nocapture` shows it): the
+/// scenario, orders checked, violations, redeliveries, duplicates the inboxes
+/// suppressed and re-publishes JetStream dropped.
+pub async fn print_figures(scenario: &str, report: &checker::Report, nats_url: &str) {
+    eprintln!(
+        "FIGURES | {scenario} | {} orders | {} violations | {} redeliveries | {} duplicates suppressed | {} re-publishes dropped",
+        report.orders,
+        report.violations.len(),
+        redeliveries(nats_url).await,
+        report.duplicates_suppressed,
+        report.republishes_dropped
+    );
+}
+
 /// How long a test waits for the saga to reach a state before failing.
 pub const SAGA_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -185,9 +233,23 @@ impl Mesh {
         self.dbs.url(name).await
     }
 
+    /// Rebuilds order's status view from the streams (or only compares, with
+    /// `check_only`), as `foodmesh-order rebuild-view` does beside the
+    /// running service.
+    pub async fn rebuild_order_view(&self, check_only: bool) -> foodmesh_order::app::rebuild::RebuildReport {
+        let env = service_env(&self.dbs.url("order").await, &self.nats.url(), &self.keys);
+        let settings = foodmesh_order::Settings::from_env_pairs(env).expect("settings");
+        foodmesh_order::startup::rebuild_view(settings, check_only).await.expect("rebuild-view")
+    }
+
     /// Reads every service's database and checks the saga's invariants.
     pub async fn check(&self) -> checker::Report {
         checker::check_databases(&self.dbs).await
+    }
+
+    /// Prints the scenario's row of the fault table (see [`print_figures`]).
+    pub async fn print_figures(&self, scenario: &str, report: &checker::Report) {
+        print_figures(scenario, report, &self.nats.url()).await;
     }
 
     /// Waits until the mesh is quiet and every invariant holds; fails the

@@ -149,4 +149,19 @@ impl ProcessMesh {
     pub async fn check(&self) -> checker::Report {
         checker::check_databases(&self.dbs).await
     }
+
+    /// Runs `foodmesh-order rebuild-view --check` with the order service's
+    /// settings: whether its status view is what the streams say. Returns
+    /// the exit status's success and what the command printed.
+    pub async fn check_order_view(&self) -> (bool, String) {
+        let output = Command::new(binary("order"))
+            .args(["rebuild-view", "--check"])
+            .envs(self.procs["order"].env.iter().cloned())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("foodmesh-order rebuild-view");
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text)
+    }
 }

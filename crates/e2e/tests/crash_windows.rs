@@ -51,6 +51,7 @@ async fn an_order_whose_commit_never_happened_after_its_charge_is_completed_once
     assert_eq!(listed.orders.len(), 1, "one order for one request");
     let report = mesh.assert_invariants().await;
     assert_eq!((report.orders, report.payments), (1, 1));
+    mesh.print_figures("order stopped after the charge, before its commit", &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +74,7 @@ async fn a_charge_whose_reply_was_lost_is_one_order_and_one_charge() {
     assert_eq!(charged.status(), PaymentStatus::Captured);
     let report = mesh.assert_invariants().await;
     assert_eq!((report.orders, report.payments), (1, 1), "one order, one charge");
+    mesh.print_figures("payment's reply dropped after its commit", &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,4 +107,5 @@ async fn orders_taken_while_nats_is_down_flow_on_once_it_is_back() {
     }
     let report = mesh.assert_invariants().await;
     assert_eq!((report.orders, report.payments), (11, 11));
+    mesh.print_figures("nats-server stopped and restarted under load", &report).await;
 }

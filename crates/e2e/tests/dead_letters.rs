@@ -155,4 +155,6 @@ async fn a_poison_event_is_parked_by_each_consumer_and_the_saga_goes_on() {
         orders.iter().any(|o| o.order_id == order.order_id).then_some(())
     })
     .await;
+    let report = mesh.assert_invariants().await;
+    mesh.print_figures("a poison message", &report).await;
 }

@@ -110,6 +110,20 @@ async fn kill_minus_nine_of_each_service_mid_flow_loses_nothing_and_doubles_noth
     };
     assert_eq!(report.orders, placed.len(), "one order per request the customers saw placed, no more");
     assert_eq!(report.payments, placed.len(), "one charge per order");
+    // A redelivery held by a killed consumer may still be on its way (ack
+    // wait 3 s): the view must converge to what the streams say.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let (same, view) = mesh.check_order_view().await;
+        if same {
+            break view;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the status view differs from what the streams say:\n{view}");
+        eprintln!("the view has not caught up with the streams yet:\n{view}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(view.contains(&format!("{} identical", placed.len())), "{view}");
+    foodmesh_e2e::print_figures(&format!("kill -9 of each service, {rounds} round(s)"), &report, &mesh.nats.url()).await;
     eprintln!(
         "kill -9 of store, notification, payment, order: {} orders, {} retries by customers, 0 violations",
         placed.len(),

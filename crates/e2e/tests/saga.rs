@@ -305,7 +305,8 @@ async fn orders_are_taken_while_the_store_is_down_and_each_reaches_it_once_when_
     expected.sort();
     assert_eq!(received, expected, "every order once, none twice");
     assert!(kitchen.iter().all(|o| o.version == 1 && o.status() == StoreOrderStatus::Received));
-    mesh.assert_invariants().await;
+    let report = mesh.assert_invariants().await;
+    mesh.print_figures("store down while 20 orders are placed", &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,6 +329,82 @@ async fn a_rejected_order_is_refunded_and_the_customer_hears_why() {
     let sent = wait_notifications(&mesh, "alice", &order.order_id, &[K::OrderRejected, K::RefundIssued]).await;
     let rejected = sent.iter().find(|n| n.kind() == K::OrderRejected).expect("rejection message");
     assert!(rejected.body.contains("out of short ribs"), "{}", rejected.body);
+    mesh.assert_invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_view_dropped_and_rebuilt_from_the_streams_is_identical() {
+    use OrderStatus::*;
+    let mesh = Mesh::start().await;
+    let alice = mesh.customer("alice");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let order = mesh.place("alice", &format!("r-view-{n}"), "seoul-bbq", &[("bulgogi", 1)]).await;
+        mesh.wait_status("alice", &order.order_id, Accepted).await;
+        ids.push(order.order_id);
+    }
+    // Every ending: delivered, cancelled and refunded, rejected and refunded,
+    // a cancel racing the start of cooking, and one still in the queue.
+    for step in ["cook", "deliver", "complete"] {
+        staff_step(&mesh, "seoul-bbq", &ids[0], step).await.expect(step);
+    }
+    let cancel =
+        |id: &str| CancelOrderRequest { order_id: id.into(), request_id: format!("c-{id}"), reason: "plans changed".into() };
+    mesh.order().cancel_order(authed(cancel(&ids[1]), &alice)).await.expect("cancelled");
+    let reject = RejectOrderRequest { order_id: ids[2].clone(), request_id: "rej".into(), reason: "out of beef".into() };
+    mesh.store().reject_order(authed(reject, &mesh.staff("seoul-bbq"))).await.expect("rejected");
+    let mut order = mesh.order();
+    let (_, _) =
+        tokio::join!(order.cancel_order(authed(cancel(&ids[3]), &alice)), staff_step(&mesh, "seoul-bbq", &ids[3], "cook"));
+    mesh.assert_invariants().await;
+    let refunded = |o: &Order| o.payment.as_ref().is_some_and(|p| p.state() == PaymentState::Refunded);
+    mesh.wait_order("alice", &ids[0], "delivered", |o| o.status() == Delivered).await;
+    mesh.wait_order("alice", &ids[1], "cancelled and refunded", |o| o.status() == Cancelled && refunded(o)).await;
+    mesh.wait_order("alice", &ids[2], "rejected and refunded", |o| o.status() == Rejected && refunded(o)).await;
+    mesh.wait_order("alice", &ids[3], "settled", |o| matches!(o.status(), Cooking) || refunded(o)).await;
+
+    let get = |id: String| {
+        let mut client = mesh.order();
+        let token = alice.clone();
+        async move { client.get_order(authed(GetOrderRequest { order_id: id }, &token)).await.expect("get").into_inner().order }
+    };
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(get(id.clone()).await.expect("order"));
+    }
+    let check = mesh.rebuild_order_view(true).await;
+    assert_eq!((check.orders, check.identical, check.differing), (5, 5, 0), "{check:?}");
+    assert!(check.events >= 5 + 4 * 2, "placed events and every store change at least: {check:?}");
+
+    // Drop the view: every derived column back to nothing.
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&mesh.database_url("order").await).await.expect("order db");
+    sqlx::query(
+        "UPDATE orders SET kitchen_status = NULL, kitchen_version = 0, cancellation = 'NONE', refunded_at = NULL, \
+         status = 'PLACED', status_reason = '', timeline = '[]', history = '[]', updated_at = placed_at",
+    )
+    .execute(&db)
+    .await
+    .expect("drop the view");
+    db.close().await;
+    let dropped = get(ids[0].clone()).await.expect("order");
+    assert_eq!((dropped.status(), dropped.timeline.len()), (Placed, 0), "the view is gone");
+    let check = mesh.rebuild_order_view(true).await;
+    assert_eq!(check.differing, 5, "a check sees every dropped order: {check:?}");
+
+    let rebuilt = mesh.rebuild_order_view(false).await;
+    assert_eq!((rebuilt.orders, rebuilt.differing), (5, 5), "{rebuilt:?}");
+    for (id, before) in ids.iter().zip(&before) {
+        assert_eq!(&get(id.clone()).await.expect("order"), before, "{id}: the rebuilt view is the one customers saw");
+    }
+    assert_eq!(mesh.rebuild_order_view(true).await.differing, 0);
+
+    // The consumers go on from the rebuilt view.
+    for step in ["cook", "deliver", "complete"] {
+        staff_step(&mesh, "seoul-bbq", &ids[4], step).await.expect(step);
+    }
+    let done = mesh.wait_status("alice", &ids[4], Delivered).await;
+    assert_eq!(statuses(&done), [Placed, Accepted, Cooking, Delivering, Delivered]);
     mesh.assert_invariants().await;
 }
 

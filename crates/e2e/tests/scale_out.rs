@@ -99,4 +99,5 @@ async fn three_replicas_of_store_and_notification_apply_and_send_each_change_onc
     assert_eq!(per_key.len(), expected, "one message per order and change");
     let report = mesh.assert_invariants().await;
     assert_eq!(report.orders, placed.len());
+    mesh.print_figures("three replicas of store and notification", &report).await;
 }

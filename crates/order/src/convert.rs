@@ -65,6 +65,7 @@ pub(crate) fn order(o: &Order) -> pb::Order {
         timeline,
         updated_at,
         version: _,
+        history: _,
     } = o;
     pb::Order {
         order_id: id.to_string(),

@@ -16,7 +16,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{Faults, OrderApp, Timing},
+    app::{
+        Faults, OrderApp, Timing,
+        rebuild::{self, RebuildReport},
+    },
     db, events,
     grpc::OrderGrpc,
     payment_client::GrpcPaymentGateway,
@@ -77,6 +80,16 @@ impl Settings {
     pub fn from_env_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         config::load_from(&[COMMON_DEFAULTS, DEFAULTS], None, pairs)
     }
+}
+
+/// Compares the status view with what the event streams say and, unless
+/// `check_only`, rewrites the orders that differ (see `app::rebuild`). Runs
+/// beside a running service; takes the service's settings.
+pub async fn rebuild_view(settings: Settings, check_only: bool) -> Result<RebuildReport, BoxError> {
+    let infra = Infra::connect(&settings.common, "order-rebuild-view").await?;
+    infra.db.migrate(&db::migrations()).await?;
+    let mut source = events::JetStreamHistory::new(infra.js.clone());
+    Ok(rebuild::rebuild_view(&infra.db, &mut source, check_only).await?)
 }
 
 /// Starts the order service.

@@ -37,5 +37,25 @@ pub async fn first_deliveries<S: AsRef<str>>(
     for id in event_ids {
         query = query.bind(consumer).bind(id.as_ref()).bind(now);
     }
-    Ok(query.fetch_all(conn).await?.into_iter().collect())
+    let fresh: HashSet<String> = query.fetch_all(&mut *conn).await?.into_iter().collect();
+    let suppressed = event_ids.len() - fresh.len();
+    if suppressed > 0 {
+        tracing::debug!(consumer, suppressed, "duplicate deliveries suppressed");
+        add_to_counter(conn, &format!("inbox.duplicates.{consumer}"), suppressed).await?;
+    }
+    Ok(fresh)
+}
+
+/// Adds `n` to a counter of the `counters` table, in the caller's
+/// transaction (see `migrations/*/2_counters.sql`).
+pub async fn add_to_counter(conn: &mut AnyConnection, name: &str, n: usize) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO counters (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+    )
+    .bind(name)
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -171,6 +171,47 @@ pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> Re
     Ok(())
 }
 
+/// Reads `stream` in order from sequence `from` up to its newest message at
+/// the time of the call, handing each message's subject and body to `each`.
+/// Returns the sequence to read from next time. An ordered consumer reads it:
+/// ephemeral, flow-controlled, and gone when done.
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    from: u64,
+    mut each: impl FnMut(&str, &[u8]),
+) -> Result<u64, async_nats::Error> {
+    use futures::StreamExt as _;
+    let mut handle = js.get_stream(stream).await?;
+    let last = handle.info().await?.state.last_sequence;
+    let from = from.max(1);
+    if last < from {
+        return Ok(from);
+    }
+    let consumer = handle
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    loop {
+        // The messages up to `last` exist (or were deleted, which `pending`
+        // shows), so a silent server is a failure, not the end.
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+        let message = match next {
+            Ok(Some(message)) => message?,
+            Ok(None) => return Err("the stream's consumer ended early".into()),
+            Err(_) => return Err(format!("no message from {stream} for 10 s").into()),
+        };
+        let info = message.info()?;
+        each(message.subject.as_str(), &message.payload);
+        if info.stream_sequence >= last || info.pending == 0 {
+            return Ok(info.stream_sequence.max(last) + 1);
+        }
+    }
+}
+
 /// Metadata for a new event: a fresh time-ordered id (UUIDv7), the correlation
 /// id (the order id), when it happened and who published it.
 pub fn event_metadata(

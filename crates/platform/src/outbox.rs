@@ -235,6 +235,9 @@ impl Relay {
                 query = query.bind(*id);
             }
             query.execute(&mut *conn).await?;
+            if report.duplicates > 0 {
+                crate::inbox::add_to_counter(&mut conn, "outbox.duplicates", report.duplicates).await?;
+            }
         }
         report.sent = sent.len();
         Ok(report)

@@ -25,13 +25,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     db::{self, NewAttempt},
     domain::{
-        order::{KitchenStatus, Order, OrderStatus},
+        order::{Fact, KitchenStatus, Order, OrderStatus},
         placing::{self, Attempt, AttemptState, Menu, OrderId, PlaceOrder},
     },
     events,
 };
 
 mod error;
+pub mod rebuild;
 pub use error::Error;
 
 /// The caller's credentials, passed on unchanged to payment so that it can
@@ -130,6 +131,19 @@ pub enum ViewUpdate {
 }
 
 impl ViewUpdate {
+    /// The fact it adds to the order's history.
+    pub fn fact(&self) -> Fact {
+        match self {
+            ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => {
+                Fact::Kitchen { status: *status, version: *version, reason: reason.clone(), at: *occurred_at }
+            }
+            ViewUpdate::CancellationRefused { status, version, occurred_at, .. } => {
+                Fact::CancellationRefused { status: *status, version: *version, at: *occurred_at }
+            }
+            ViewUpdate::Refunded { refunded_at, .. } => Fact::Refunded { at: *refunded_at },
+        }
+    }
+
     /// The order it concerns.
     pub fn order_id(&self) -> &str {
         match self {
@@ -549,16 +563,7 @@ impl OrderApp {
                 tracing::warn!(order_id = update.order_id(), "an event about an order this service does not have; ignored");
                 continue;
             };
-            let applied = match update {
-                ViewUpdate::Kitchen { status, version, reason, occurred_at, .. } => {
-                    order.apply_kitchen(*status, *version, reason, *occurred_at)
-                }
-                ViewUpdate::CancellationRefused { status, version, occurred_at, .. } => {
-                    order.apply_cancellation_refused(*status, *version, *occurred_at)
-                }
-                ViewUpdate::Refunded { refunded_at, .. } => order.apply_refund(*refunded_at),
-            };
-            if applied && !changed.contains(&update.order_id()) {
+            if order.record(update.fact()) && !changed.contains(&update.order_id()) {
                 changed.push(update.order_id());
             }
         }

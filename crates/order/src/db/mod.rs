@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{
-    order::{Cancellation, KitchenStatus, Order, OrderStatus, StatusChange},
+    order::{Cancellation, Fact, KitchenStatus, Order, OrderStatus, StatusChange},
     placing::{Attempt, AttemptState, Menu, MenuEntry, OrderId, PricedLine, PricedOrder},
 };
 
@@ -304,13 +304,118 @@ struct ChangeJson {
     note: String,
 }
 
+/// A fact of an order's history. Kitchen facts carry the kitchen state.
+#[derive(Serialize, Deserialize)]
+struct FactJson {
+    kind: String,
+    at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    reason: String,
+}
+
+fn history_json(history: &[Fact]) -> Result<String, sqlx::Error> {
+    let json: Vec<FactJson> = history
+        .iter()
+        .map(|f| {
+            let (kind, kitchen, reason) = match f {
+                Fact::Placed { .. } => ("PLACED", None, ""),
+                Fact::CancellationRequested { .. } => ("CANCELLATION_REQUESTED", None, ""),
+                Fact::Kitchen { status, version, reason, .. } => ("KITCHEN", Some((*status, *version)), reason.as_str()),
+                Fact::CancellationRefused { status, version, .. } => ("CANCELLATION_REFUSED", Some((*status, *version)), ""),
+                Fact::Refunded { .. } => ("REFUNDED", None, ""),
+            };
+            FactJson {
+                kind: kind.to_owned(),
+                at: f.at().as_micros(),
+                status: kitchen.map(|(s, _)| kitchen_text(s).to_owned()),
+                version: kitchen.map(|(_, v)| v),
+                reason: reason.to_owned(),
+            }
+        })
+        .collect();
+    serde_json::to_string(&json).map_err(|e| sqlx::Error::Encode(e.into()))
+}
+
+fn history_from_json(text: &str) -> Result<Vec<Fact>, sqlx::Error> {
+    let json: Vec<FactJson> = serde_json::from_str(text).map_err(|_| corrupt("history"))?;
+    json.into_iter()
+        .map(|f| {
+            let at = Timestamp::from_micros(f.at);
+            let kitchen = || -> Result<(KitchenStatus, i64), sqlx::Error> {
+                Ok((kitchen_from(f.status.as_deref().unwrap_or_default())?, f.version.ok_or_else(|| corrupt("history"))?))
+            };
+            Ok(match f.kind.as_str() {
+                "PLACED" => Fact::Placed { at },
+                "CANCELLATION_REQUESTED" => Fact::CancellationRequested { at },
+                "KITCHEN" => {
+                    let (status, version) = kitchen()?;
+                    Fact::Kitchen { status, version, reason: f.reason.clone(), at }
+                }
+                "CANCELLATION_REFUSED" => {
+                    let (status, version) = kitchen()?;
+                    Fact::CancellationRefused { status, version, at }
+                }
+                "REFUNDED" => Fact::Refunded { at },
+                _ => return Err(corrupt("history")),
+            })
+        })
+        .collect()
+}
+
+/// The facts of a row written before orders kept their history, inferred
+/// from its timeline: the store numbers kitchen states 1, 2, ... in order.
+/// `foodmesh-order rebuild-view` replaces them with the facts of the streams.
+fn legacy_history(order: &Order) -> Vec<Fact> {
+    let mut facts = vec![Fact::Placed { at: order.placed_at }];
+    let mut version = 0;
+    for change in &order.timeline {
+        let kitchen = match change.status {
+            OrderStatus::Placed => continue,
+            OrderStatus::CancellationRequested => {
+                facts.push(Fact::CancellationRequested { at: change.occurred_at });
+                continue;
+            }
+            OrderStatus::Accepted => KitchenStatus::Received,
+            OrderStatus::Cooking => KitchenStatus::Cooking,
+            OrderStatus::Delivering => KitchenStatus::Delivering,
+            OrderStatus::Delivered => KitchenStatus::Delivered,
+            OrderStatus::Cancelled => KitchenStatus::Cancelled,
+            OrderStatus::Rejected => KitchenStatus::Rejected,
+        };
+        version += 1;
+        let version = match order.kitchen {
+            Some((status, stored)) if status == kitchen => stored.max(version),
+            _ => version,
+        };
+        let reason = if matches!(kitchen, KitchenStatus::Cancelled | KitchenStatus::Rejected) {
+            order.status_reason.clone()
+        } else {
+            String::new()
+        };
+        facts.push(Fact::Kitchen { status: kitchen, version, reason, at: change.occurred_at });
+    }
+    if order.cancellation == Cancellation::Refused
+        && let Some((status, version)) = order.kitchen
+    {
+        facts.push(Fact::CancellationRefused { status, version, at: order.updated_at });
+    }
+    if let Some(at) = order.refunded_at {
+        facts.push(Fact::Refunded { at });
+    }
+    facts
+}
+
 /// `SELECT` of every order column with a condition, as a static string.
 macro_rules! select_orders_where {
     ($condition:literal) => {
         concat!(
             "SELECT order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, ",
             "payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, ",
-            "timeline, updated_at, version FROM orders WHERE ",
+            "timeline, updated_at, version, history FROM orders WHERE ",
             $condition
         )
     };
@@ -333,6 +438,18 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
         query = query.bind(*id);
     }
     query.fetch_all(conn).await?.iter().map(order_row).collect()
+}
+
+/// Every order in id order, a page at a time: the next `limit` after `after`.
+pub async fn orders_after<'c>(db: impl Executor<'c, Database = Any>, after: &str, limit: i64) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query(select_orders_where!("order_id > $1 ORDER BY order_id LIMIT $2"))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(order_row)
+        .collect()
 }
 
 /// A page of a customer's orders, newest first.
@@ -360,12 +477,12 @@ pub async fn orders_of_customer<'c>(
 
 /// Stores newly placed orders, in one statement.
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
-    const COLUMNS: usize = 19;
+    const COLUMNS: usize = 20;
     for chunk in orders.chunks(50) {
         let sql = format!(
             "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
              payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
-             updated_at, version) VALUES {}",
+             updated_at, version, history) VALUES {}",
             Params::new(conn).rows(chunk.len(), COLUMNS)
         );
         // The statement holds only placeholders; every value is bound.
@@ -390,7 +507,8 @@ pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result
                 .bind(&o.status_reason)
                 .bind(timeline_json(&o.timeline)?)
                 .bind(o.updated_at.as_micros())
-                .bind(o.version);
+                .bind(o.version)
+                .bind(history_json(&o.history)?);
         }
         query.execute(&mut *conn).await?;
     }
@@ -402,7 +520,8 @@ pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result
 pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE orders SET kitchen_status = $3, kitchen_version = $4, cancellation = $5, refunded_at = $6, status = $7, \
-         status_reason = $8, timeline = $9, updated_at = $10, version = $11 WHERE order_id = $1 AND version = $2",
+         status_reason = $8, timeline = $9, updated_at = $10, version = $11, history = $12 \
+         WHERE order_id = $1 AND version = $2",
     )
     .bind(o.id.as_str())
     .bind(expected_version)
@@ -415,6 +534,7 @@ pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version:
     .bind(timeline_json(&o.timeline)?)
     .bind(o.updated_at.as_micros())
     .bind(o.version)
+    .bind(history_json(&o.history)?)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -424,12 +544,13 @@ pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version:
 /// at the version it was read at. Returns the ids saved; a missing one was
 /// changed by another writer first.
 pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -> Result<HashSet<String>, sqlx::Error> {
-    const COLUMNS: usize = 11;
+    const COLUMNS: usize = 12;
     let mut saved = HashSet::new();
     for chunk in orders.chunks(80) {
         // column1 id, column2 read version, column3 kitchen status, column4 kitchen
         // version, column5 cancellation, column6 refunded at, column7 status,
-        // column8 reason, column9 timeline, column10 updated at, column11 version.
+        // column8 reason, column9 timeline, column10 updated at, column11 version,
+        // column12 history.
         // Integers are cast so PostgreSQL types the VALUES columns.
         let mut p = Params::new(conn);
         let rows: Vec<String> = (0..chunk.len())
@@ -443,7 +564,7 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
         let sql = format!(
             "UPDATE orders SET kitchen_status = v.column3, kitchen_version = v.column4, cancellation = v.column5, \
              refunded_at = v.column6, status = v.column7, status_reason = v.column8, timeline = v.column9, \
-             updated_at = v.column10, version = v.column11 \
+             updated_at = v.column10, version = v.column11, history = v.column12 \
              FROM (VALUES {}) AS v WHERE orders.order_id = v.column1 AND orders.version = v.column2 RETURNING orders.order_id",
             rows.join(", ")
         );
@@ -461,7 +582,8 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
                 .bind(&o.status_reason)
                 .bind(timeline_json(&o.timeline)?)
                 .bind(o.updated_at.as_micros())
-                .bind(o.version);
+                .bind(o.version)
+                .bind(history_json(&o.history)?);
         }
         saved.extend(query.fetch_all(&mut *conn).await?);
     }
@@ -515,6 +637,18 @@ fn kitchen_text(status: KitchenStatus) -> &'static str {
     }
 }
 
+fn kitchen_from(text: &str) -> Result<KitchenStatus, sqlx::Error> {
+    Ok(match text {
+        "RECEIVED" => KitchenStatus::Received,
+        "COOKING" => KitchenStatus::Cooking,
+        "DELIVERING" => KitchenStatus::Delivering,
+        "DELIVERED" => KitchenStatus::Delivered,
+        "CANCELLED" => KitchenStatus::Cancelled,
+        "REJECTED" => KitchenStatus::Rejected,
+        _ => return Err(corrupt("kitchen status")),
+    })
+}
+
 fn cancellation_text(c: Cancellation) -> &'static str {
     match c {
         Cancellation::None => "NONE",
@@ -529,18 +663,7 @@ fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     let timeline: Vec<ChangeJson> = serde_json::from_str(row.try_get("timeline")?).map_err(|_| corrupt("timeline"))?;
     let kitchen = match row.try_get::<Option<String>, _>("kitchen_status")?.as_deref() {
         None => None,
-        Some(text) => {
-            let status = match text {
-                "RECEIVED" => KitchenStatus::Received,
-                "COOKING" => KitchenStatus::Cooking,
-                "DELIVERING" => KitchenStatus::Delivering,
-                "DELIVERED" => KitchenStatus::Delivered,
-                "CANCELLED" => KitchenStatus::Cancelled,
-                "REJECTED" => KitchenStatus::Rejected,
-                _ => return Err(corrupt("kitchen status")),
-            };
-            Some((status, row.try_get("kitchen_version")?))
-        }
+        Some(text) => Some((kitchen_from(text)?, row.try_get("kitchen_version")?)),
     };
     let cancellation = match row.try_get::<&str, _>("cancellation")? {
         "NONE" => Cancellation::None,
@@ -548,7 +671,7 @@ fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
         "REFUSED" => Cancellation::Refused,
         _ => return Err(corrupt("cancellation")),
     };
-    Ok(Order {
+    let mut order = Order {
         id: OrderId::from_existing(row.try_get::<String, _>("order_id")?),
         customer_id: row.try_get("customer_id")?,
         store_id: row.try_get("store_id")?,
@@ -571,5 +694,9 @@ fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
             .collect::<Result<_, sqlx::Error>>()?,
         updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
         version: row.try_get("version")?,
-    })
+        history: Vec::new(),
+    };
+    let history: &str = row.try_get("history")?;
+    order.history = if history.is_empty() { legacy_history(&order) } else { history_from_json(history)? };
+    Ok(order)
 }

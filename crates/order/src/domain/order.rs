@@ -1,13 +1,15 @@
 //! An order as the customer sees it.
 //!
-//! Its status is derived from three sources, each applied idempotently and in
-//! any order, because events from different streams (and redeliveries) arrive
-//! in no guaranteed order:
+//! Its status view is a function of a set of facts, whatever order they
+//! arrived in: events from different streams (and redeliveries) arrive in no
+//! guaranteed order, and a view rebuilt by replaying the streams must equal
+//! the one built live. Each fact is kept once (in `history`); the view is the
+//! fold of the facts sorted by when they happened:
 //!
 //! - the order's own changes (placed, cancellation requested);
-//! - the store's kitchen state, versioned: a change older than the one
-//!   already applied only fills in the timeline;
-//! - the payment's refund.
+//! - the store's kitchen state, versioned: the highest version wins, an older
+//!   one only fills in the timeline;
+//! - the store's refusal of a cancellation; the payment's refund.
 //!
 //! | kitchen state | cancellation | status |
 //! |---|---|---|
@@ -118,6 +120,82 @@ pub struct Order {
     pub updated_at: Timestamp,
     /// +1 on every change of the view; watchers and writers compare it.
     pub version: i64,
+    /// Every fact the view is derived from, each once, in arrival order.
+    pub history: Vec<Fact>,
+}
+
+/// Something that happened to an order; the status view is derived from the
+/// set of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// The order was placed (paid).
+    Placed {
+        /// When.
+        at: Timestamp,
+    },
+    /// The customer asked to cancel.
+    CancellationRequested {
+        /// When.
+        at: Timestamp,
+    },
+    /// The store reported a kitchen state.
+    Kitchen {
+        /// The state.
+        status: KitchenStatus,
+        /// Its version: the store numbers an order's states 1, 2, ...
+        version: i64,
+        /// The store's reason (rejections, cancellations).
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// The store refused the cancellation: cooking had started.
+    CancellationRefused {
+        /// The kitchen state then.
+        status: KitchenStatus,
+        /// Its version then.
+        version: i64,
+        /// When.
+        at: Timestamp,
+    },
+    /// The payment was refunded.
+    Refunded {
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl Fact {
+    /// When it happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Fact::Placed { at }
+            | Fact::CancellationRequested { at }
+            | Fact::Kitchen { at, .. }
+            | Fact::CancellationRefused { at, .. }
+            | Fact::Refunded { at } => *at,
+        }
+    }
+
+    /// Facts with the same identity are one fact delivered twice: a kitchen
+    /// state is identified by its version, every other fact by its kind.
+    fn same_as(&self, other: &Fact) -> bool {
+        match (self, other) {
+            (Fact::Kitchen { version: a, .. }, Fact::Kitchen { version: b, .. }) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+
+    /// Breaks ties between facts of the same instant in causal order.
+    fn rank(&self) -> (u8, i64) {
+        match self {
+            Fact::Placed { .. } => (0, 0),
+            Fact::Kitchen { version, .. } => (1, *version),
+            Fact::CancellationRequested { .. } => (2, 0),
+            Fact::CancellationRefused { .. } => (3, 0),
+            Fact::Refunded { .. } => (4, 0),
+        }
+    }
 }
 
 /// What an order change tells the other contexts.
@@ -161,10 +239,13 @@ impl Order {
             refunded_at: None,
             status: OrderStatus::Placed,
             status_reason: String::new(),
-            timeline: vec![StatusChange { status: OrderStatus::Placed, occurred_at: now, note: "paid".to_owned() }],
+            timeline: Vec::new(),
             updated_at: now,
             version: 1,
+            history: vec![Fact::Placed { at: now }],
         };
+        let mut order = order;
+        order.derive();
         let event = OrderEvent::Placed(order.clone());
         (order, event)
     }
@@ -187,82 +268,130 @@ impl Order {
             OrderStatus::CancellationRequested | OrderStatus::Cancelled => return Ok(None),
             other => return Err(OrderError::NotCancellable(other)),
         }
-        self.cancellation = Cancellation::Requested;
-        self.refresh(now, "asked by the customer");
+        if !self.record(Fact::CancellationRequested { at: now }) {
+            return Ok(None);
+        }
         Ok(Some(OrderEvent::CancellationRequested { order: self.clone(), reason: reason.to_owned() }))
     }
 
     /// The store reports a kitchen state. Returns whether the view changed.
     pub fn apply_kitchen(&mut self, status: KitchenStatus, version: i64, reason: &str, occurred_at: Timestamp) -> bool {
-        let note = match (status, reason.is_empty()) {
-            (KitchenStatus::Received, _) => "the restaurant received it",
-            (KitchenStatus::Cooking, _) => "the kitchen started cooking",
-            (KitchenStatus::Delivering, _) => "out for delivery",
-            (KitchenStatus::Delivered, _) => "delivered",
-            (KitchenStatus::Cancelled | KitchenStatus::Rejected, false) => reason,
-            (KitchenStatus::Cancelled, true) => "cancelled",
-            (KitchenStatus::Rejected, true) => "rejected by the restaurant",
-        };
-        let newest = self.kitchen.is_none_or(|(_, applied)| version > applied);
-        if !newest {
-            // Older than what is applied: it only completes the history.
-            return self.record_past(derived(Some(status), Cancellation::None), occurred_at, note);
-        }
-        self.kitchen = Some((status, version));
-        if matches!(status, KitchenStatus::Cancelled | KitchenStatus::Rejected) {
-            self.status_reason = reason.to_owned();
-        }
-        self.refresh(occurred_at, note);
-        true
+        self.record(Fact::Kitchen { status, version, reason: reason.to_owned(), at: occurred_at })
     }
 
     /// The store refused the cancellation; `status` and `version` are its
     /// kitchen state at the time. Returns whether the view changed.
     pub fn apply_cancellation_refused(&mut self, status: KitchenStatus, version: i64, occurred_at: Timestamp) -> bool {
-        if self.cancellation == Cancellation::Refused {
-            return false;
-        }
-        self.cancellation = Cancellation::Refused;
-        if self.kitchen.is_none_or(|(_, applied)| version > applied) {
-            self.kitchen = Some((status, version));
-        }
-        self.refresh(occurred_at, "too late to cancel: cooking had started");
-        true
+        self.record(Fact::CancellationRefused { status, version, at: occurred_at })
     }
 
     /// The payment was refunded. Returns whether the view changed.
     pub fn apply_refund(&mut self, refunded_at: Timestamp) -> bool {
-        if self.refunded_at.is_some() {
+        self.record(Fact::Refunded { at: refunded_at })
+    }
+
+    /// Adds a fact unless it is known already; returns whether it was new.
+    /// Every new fact is one change of the view (one version).
+    pub fn record(&mut self, fact: Fact) -> bool {
+        if self.history.iter().any(|known| known.same_as(&fact)) {
             return false;
         }
-        self.refunded_at = Some(refunded_at);
-        self.touch(refunded_at);
-        true
-    }
-
-    /// Re-derives the status; a new status enters the timeline.
-    fn refresh(&mut self, at: Timestamp, note: &str) {
-        let status = derived(self.kitchen.map(|(s, _)| s), self.cancellation);
-        if status != self.status {
-            self.status = status;
-            self.timeline.push(StatusChange { status, occurred_at: at, note: note.to_owned() });
-        }
-        self.touch(at);
-    }
-
-    fn record_past(&mut self, status: OrderStatus, at: Timestamp, note: &str) -> bool {
-        if self.timeline.iter().any(|c| c.status == status) {
-            return false;
-        }
-        let position = self.timeline.iter().position(|c| c.occurred_at > at).unwrap_or(self.timeline.len());
-        self.timeline.insert(position, StatusChange { status, occurred_at: at, note: note.to_owned() });
-        self.touch(at);
-        true
-    }
-
-    fn touch(&mut self, at: Timestamp) {
-        self.updated_at = self.updated_at.max(at);
+        self.history.push(fact);
+        self.derive();
         self.version += 1;
+        true
+    }
+
+    /// The order with its view derived again from `facts` alone (and its
+    /// placement), as a replay of the streams finds them. The version is the
+    /// caller's: it orders writes, it is not part of the view.
+    pub fn rebuilt(&self, facts: impl IntoIterator<Item = Fact>) -> Order {
+        let mut order = Order { history: vec![Fact::Placed { at: self.placed_at }], ..self.clone() };
+        for fact in facts {
+            if !order.history.iter().any(|known| known.same_as(&fact)) {
+                order.history.push(fact);
+            }
+        }
+        order.derive();
+        order
+    }
+
+    /// Whether two copies of an order show the same view: everything but the
+    /// version and the arrival order of the facts.
+    pub fn same_view(&self, other: &Order) -> bool {
+        let strip = |o: &Order| Order { version: 0, history: Vec::new(), ..o.clone() };
+        strip(self) == strip(other)
+            && self.history.len() == other.history.len()
+            && self.history.iter().all(|f| other.history.contains(f))
+    }
+
+    /// Derives the view from the history: the facts sorted by time, each
+    /// entering the timeline when it changes the status.
+    fn derive(&mut self) {
+        let mut facts: Vec<&Fact> = self.history.iter().collect();
+        // Placed first even if another host's clock is behind.
+        facts.sort_by_key(|f| (!matches!(f, Fact::Placed { .. }), f.at(), f.rank()));
+        let mut kitchen: Option<(KitchenStatus, i64)> = None;
+        let mut cancellation = Cancellation::None;
+        let mut status_reason = String::new();
+        let mut refunded_at = None;
+        let mut timeline: Vec<StatusChange> = Vec::new();
+        let mut updated_at = self.placed_at;
+        for fact in facts {
+            let note = match fact {
+                Fact::Placed { .. } => "paid",
+                Fact::CancellationRequested { .. } => {
+                    if cancellation == Cancellation::None {
+                        cancellation = Cancellation::Requested;
+                    }
+                    "asked by the customer"
+                }
+                Fact::Kitchen { status, version, reason, .. } => {
+                    if kitchen.is_none_or(|(_, applied)| *version > applied) {
+                        kitchen = Some((*status, *version));
+                        if matches!(status, KitchenStatus::Cancelled | KitchenStatus::Rejected) {
+                            status_reason = reason.clone();
+                        }
+                    }
+                    kitchen_note(*status, reason)
+                }
+                Fact::CancellationRefused { status, version, .. } => {
+                    cancellation = Cancellation::Refused;
+                    if kitchen.is_none_or(|(_, applied)| *version > applied) {
+                        kitchen = Some((*status, *version));
+                    }
+                    "too late to cancel: cooking had started"
+                }
+                Fact::Refunded { at } => {
+                    refunded_at = Some(*at);
+                    ""
+                }
+            };
+            updated_at = updated_at.max(fact.at());
+            let status = derived(kitchen.map(|(s, _)| s), cancellation);
+            if timeline.last().is_none_or(|last| last.status != status) {
+                timeline.push(StatusChange { status, occurred_at: fact.at(), note: note.to_owned() });
+            }
+        }
+        self.kitchen = kitchen;
+        self.cancellation = cancellation;
+        self.status_reason = status_reason;
+        self.refunded_at = refunded_at;
+        self.status = derived(kitchen.map(|(s, _)| s), cancellation);
+        self.timeline = timeline;
+        self.updated_at = updated_at;
+    }
+}
+
+fn kitchen_note(status: KitchenStatus, reason: &str) -> &str {
+    match (status, reason.is_empty()) {
+        (KitchenStatus::Received, _) => "the restaurant received it",
+        (KitchenStatus::Cooking, _) => "the kitchen started cooking",
+        (KitchenStatus::Delivering, _) => "out for delivery",
+        (KitchenStatus::Delivered, _) => "delivered",
+        (KitchenStatus::Cancelled | KitchenStatus::Rejected, false) => reason,
+        (KitchenStatus::Cancelled, true) => "cancelled",
+        (KitchenStatus::Rejected, true) => "rejected by the restaurant",
     }
 }
 
@@ -383,6 +512,75 @@ mod tests {
             o.apply_kitchen(status, 1, "", t(2));
             assert!(o.request_cancellation("", t(3)).is_err(), "{status:?}");
         }
+    }
+
+    /// Every ordering of `facts`, by Heap's algorithm.
+    fn permutations(facts: &[Fact]) -> Vec<Vec<Fact>> {
+        fn heap(k: usize, items: &mut Vec<Fact>, out: &mut Vec<Vec<Fact>>) {
+            if k <= 1 {
+                out.push(items.clone());
+                return;
+            }
+            for i in 0..k {
+                heap(k - 1, items, out);
+                items.swap(if k.is_multiple_of(2) { i } else { 0 }, k - 1);
+            }
+        }
+        let mut out = Vec::new();
+        heap(facts.len(), &mut facts.to_vec(), &mut out);
+        out
+    }
+
+    fn kitchen(status: KitchenStatus, version: i64, at: i64) -> Fact {
+        Fact::Kitchen { status, version, reason: String::new(), at: t(at) }
+    }
+
+    #[test]
+    fn any_arrival_order_of_the_same_facts_gives_the_same_view() {
+        use KitchenStatus::*;
+        let histories = [
+            vec![kitchen(Received, 1, 10), kitchen(Cooking, 2, 20), kitchen(Delivering, 3, 30), kitchen(Delivered, 4, 40)],
+            vec![
+                kitchen(Received, 1, 10),
+                Fact::CancellationRequested { at: t(11) },
+                Fact::Kitchen { status: Cancelled, version: 2, reason: "cancelled by the customer".into(), at: t(12) },
+                Fact::Refunded { at: t(13) },
+            ],
+            vec![
+                Fact::CancellationRequested { at: t(5) },
+                kitchen(Received, 1, 10),
+                kitchen(Cooking, 2, 20),
+                Fact::CancellationRefused { status: Cooking, version: 2, at: t(21) },
+                kitchen(Delivering, 3, 30),
+            ],
+            vec![kitchen(Received, 1, 10), Fact::Kitchen { status: Rejected, version: 2, reason: "closed".into(), at: t(15) }],
+        ];
+        for facts in histories {
+            let mut expected = placed();
+            for fact in &facts {
+                assert!(expected.record(fact.clone()));
+            }
+            for (n, arrival) in permutations(&facts).into_iter().enumerate() {
+                let mut live = placed();
+                for fact in &arrival {
+                    live.record(fact.clone());
+                    // A redelivery in the middle of the flow changes nothing.
+                    assert!(!live.record(fact.clone()));
+                }
+                assert!(live.same_view(&expected), "arrival {n}: {:?}\nvs {:?}", live.timeline, expected.timeline);
+                assert_eq!(live.version, expected.version, "one version per fact, whatever the order");
+                assert!(expected.rebuilt(arrival.iter().rev().cloned()).same_view(&live), "a replay rebuilds it");
+            }
+        }
+    }
+
+    #[test]
+    fn a_rebuild_from_no_facts_is_the_order_as_placed() {
+        let mut o = placed();
+        o.apply_kitchen(KitchenStatus::Received, 1, "", t(10));
+        let fresh = o.rebuilt([]);
+        assert!(fresh.same_view(&placed()));
+        assert!(!fresh.same_view(&o));
     }
 
     #[test]

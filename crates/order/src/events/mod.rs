@@ -7,7 +7,7 @@ use foodmesh_platform::{
     consumer::{self, BatchHandler, ConsumerSpec, Delivery, Outcome},
     convert as pconvert,
     infra::{ConsumerSettings, Infra},
-    messaging::{self, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, subjects},
+    messaging::{self, ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, StreamSpec, subjects},
     outbox::OutboxMessage,
     time::Timestamp,
 };
@@ -18,11 +18,17 @@ use foodmesh_proto::{
 };
 use prost::Message as _;
 
+use async_nats::jetstream;
+use futures::future::BoxFuture;
+
 use crate::{
-    app::{Capture, CatalogUpdate, OrderApp, ViewUpdate},
+    app::{
+        Capture, CatalogUpdate, OrderApp, ViewUpdate,
+        rebuild::{EventSource, StreamHistory},
+    },
     convert,
     domain::{
-        order::OrderEvent,
+        order::{Fact, OrderEvent},
         placing::{Menu, MenuEntry},
     },
 };
@@ -132,7 +138,11 @@ impl BatchHandler for KitchenHandler {
 }
 
 fn decode_kitchen(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
-    let event = StoreEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a StoreEvent: {e}"))?;
+    kitchen_update(&delivery.payload)
+}
+
+fn kitchen_update(payload: &[u8]) -> Result<Option<ViewUpdate>, String> {
+    let event = StoreEvent::decode(payload).map_err(|e| format!("not a StoreEvent: {e}"))?;
     let at = occurred_at(event.metadata.as_ref());
     let status = |raw: i32| {
         StoreOrderStatus::try_from(raw)
@@ -172,7 +182,11 @@ impl BatchHandler for PaymentHandler {
 }
 
 fn decode_payment(delivery: &Delivery) -> Result<Option<ViewUpdate>, String> {
-    let event = PaymentEvent::decode(delivery.payload.clone()).map_err(|e| format!("not a PaymentEvent: {e}"))?;
+    payment_update(&delivery.payload)
+}
+
+fn payment_update(payload: &[u8]) -> Result<Option<ViewUpdate>, String> {
+    let event = PaymentEvent::decode(payload).map_err(|e| format!("not a PaymentEvent: {e}"))?;
     let at = occurred_at(event.metadata.as_ref());
     Ok(match event.event {
         Some(payment_event::Event::PaymentRefunded(r)) => Some(ViewUpdate::Refunded { order_id: r.order_id, refunded_at: at }),
@@ -202,4 +216,58 @@ fn decode_capture(delivery: &Delivery) -> Result<Option<Capture>, String> {
     let amount = c.amount.as_ref().ok_or("a capture without its amount")?;
     let amount = pconvert::from_money(amount).map_err(|e| e.to_string())?;
     Ok(Some(Capture { order_id: c.order_id, payment_id: c.payment_id, amount }))
+}
+
+/// The fact an event of `stream` adds to an order's history, if any: how the
+/// view rebuild reads the streams. The order's own events are its
+/// placement and its cancellation requests; the rest decode as the view's
+/// consumers decode them.
+pub fn history_fact(stream: &str, payload: &[u8]) -> Result<Option<(String, Fact)>, String> {
+    if stream == ORDER_EVENTS.name {
+        let event = pb::OrderEvent::decode(payload).map_err(|e| format!("not an OrderEvent: {e}"))?;
+        let at = occurred_at(event.metadata.as_ref());
+        return Ok(match event.event {
+            Some(pb::order_event::Event::OrderPlaced(p)) => Some((p.order_id, Fact::Placed { at })),
+            Some(pb::order_event::Event::OrderCancellationRequested(c)) => Some((c.order_id, Fact::CancellationRequested { at })),
+            None => None,
+        });
+    }
+    let update = if stream == STORE_EVENTS.name { kitchen_update(payload)? } else { payment_update(payload)? };
+    Ok(update.map(|u| (u.order_id().to_owned(), u.fact())))
+}
+
+/// The streams the view is built from, read through JetStream.
+#[derive(Debug)]
+pub struct JetStreamHistory {
+    js: jetstream::Context,
+    /// The next sequence to read, per stream.
+    next: [u64; 3],
+}
+
+/// The streams the view's facts come from.
+const HISTORY_STREAMS: [StreamSpec; 3] = [ORDER_EVENTS, STORE_EVENTS, PAYMENT_EVENTS];
+
+impl JetStreamHistory {
+    /// Reads from the start of each stream.
+    pub fn new(js: jetstream::Context) -> Self {
+        Self { js, next: [1; 3] }
+    }
+}
+
+impl EventSource for JetStreamHistory {
+    fn read_more<'a>(&'a mut self, history: &'a mut StreamHistory) -> BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            let before = history.events + history.undecodable;
+            for (spec, next) in HISTORY_STREAMS.iter().zip(self.next.iter_mut()) {
+                *next = messaging::read_stream(&self.js, spec.name, *next, |_, payload| match history_fact(spec.name, payload) {
+                    Ok(Some((order_id, fact))) => history.add(order_id, fact),
+                    Ok(None) => {}
+                    Err(_) => history.undecodable += 1,
+                })
+                .await
+                .map_err(|e| format!("{}: {e}", spec.name))?;
+            }
+            Ok(history.events + history.undecodable - before)
+        })
+    }
 }

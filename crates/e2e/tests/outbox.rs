@@ -1,0 +1,131 @@
+//! The outbox relay on its own, against a real nats-server and a real
+//! database: commit order, "sent" only after JetStream's ack, retention, and
+//! a re-fed row that JetStream's duplicate window drops.
+
+use std::time::Duration;
+
+use foodmesh_platform::{
+    config,
+    db::{Database, Migrations},
+    infra::{COMMON_DEFAULTS, CommonSettings},
+    messaging::{self, ORDER_EVENTS},
+    outbox::{self, OutboxMessage, OutboxSignal, Relay},
+    testing::{NatsServer, TestDatabases, TestKeys, backend_from_env, service_env},
+};
+use sqlx::Row;
+
+struct Setup {
+    nats: NatsServer,
+    _dbs: TestDatabases,
+    db: Database,
+    relay: Relay,
+}
+
+async fn setup() -> Setup {
+    let nats = NatsServer::start().await;
+    let dbs = TestDatabases::new(backend_from_env());
+    let env = service_env(&dbs.url("outbox").await, &nats.url(), &TestKeys::new());
+    let settings: CommonSettings = config::load_from(&[COMMON_DEFAULTS], None, env).expect("settings");
+    let db = Database::connect_lazy(&settings.database).expect("database");
+    let none = || sqlx::migrate::Migrator::DEFAULT;
+    db.migrate(&Migrations { sqlite: none(), postgres: none() }).await.expect("migrate");
+    let js = messaging::jetstream(messaging::connect(&settings.nats, "outbox-test").await.expect("nats"));
+    messaging::ensure_streams(&js, &[ORDER_EVENTS]).await.expect("stream");
+    let relay = Relay::new(db.clone(), js, settings.relay, OutboxSignal::default());
+    Setup { nats, _dbs: dbs, db, relay }
+}
+
+/// Commits `n` events, one transaction each, numbered from `first` (the body
+/// is the number).
+async fn commit(db: &Database, first: usize, n: usize) {
+    for i in first..first + n {
+        let mut tx = db.begin().await.expect("begin");
+        let message = OutboxMessage {
+            event_id: format!("evt-{i}"),
+            subject: "order.v1.placed".into(),
+            payload: i.to_string().into_bytes(),
+        };
+        outbox::enqueue(&mut tx, &message).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+    }
+}
+
+async fn count(db: &Database, sql: &'static str) -> i64 {
+    sqlx::query(sql).fetch_one(db.reader()).await.expect(sql).try_get::<i64, _>(0).expect("a count")
+}
+
+async fn stream_bodies(nats: &NatsServer) -> Vec<usize> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let mut bodies = Vec::new();
+    messaging::read_stream(&js, ORDER_EVENTS.name, 1, |_, body| {
+        bodies.push(String::from_utf8_lossy(body).parse().expect("a number"));
+    })
+    .await
+    .expect("read the stream");
+    bodies
+}
+
+async fn publish_all(relay: &Relay) -> usize {
+    let mut duplicates = 0;
+    for _ in 0..200 {
+        match relay.publish_pending().await {
+            Ok(report) if report.read == 0 => return duplicates,
+            Ok(report) => duplicates += report.duplicates,
+            Err(err) => panic!("relay: {err}"),
+        }
+    }
+    panic!("the outbox never emptied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_in_commit_order_and_marks_a_row_sent_only_after_the_ack() {
+    let mut s = setup().await;
+    commit(&s.db, 0, 150).await;
+    publish_all(&s.relay).await;
+
+    // NATS down: rows committed now stay unsent, however often the relay tries.
+    s.nats.kill().await;
+    commit(&s.db, 150, 150).await;
+    let round = tokio::time::timeout(Duration::from_secs(30), s.relay.publish_pending()).await.expect("bounded");
+    assert_eq!(round.expect("a round").sent, 0, "nothing is acknowledged while NATS is down");
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 150);
+
+    s.nats.restart().await;
+    publish_all(&s.relay).await;
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 0);
+    let bodies = stream_bodies(&s.nats).await;
+    assert_eq!(bodies, (0..300).collect::<Vec<_>>(), "every event once, in commit order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_rows_are_kept_for_the_retention_and_a_refed_row_is_not_published_twice() {
+    let s = setup().await;
+    commit(&s.db, 0, 10).await;
+    publish_all(&s.relay).await;
+    // Five rows were sent longer ago than the retention (7 days by default);
+    // one more row was committed as long ago but never sent.
+    let old = foodmesh_platform::time::Timestamp::now().as_micros() - 8 * 24 * 3600 * 1_000_000;
+    sqlx::query("UPDATE outbox SET sent_at = $1 WHERE event_id IN ('evt-0', 'evt-1', 'evt-2', 'evt-3', 'evt-4')")
+        .bind(old)
+        .execute(s.db.writer())
+        .await
+        .expect("age rows");
+    commit(&s.db, 10, 1).await;
+    sqlx::query("UPDATE outbox SET created_at = $1 WHERE event_id = 'evt-10'")
+        .bind(old)
+        .execute(s.db.writer())
+        .await
+        .expect("age");
+
+    s.relay.purge().await.expect("purge");
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL").await, 5, "recent sent rows kept");
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 1, "an unsent row is never purged");
+
+    // Re-feed the kept rows (an operator resets sent_at, or a crash lost the
+    // marks): JetStream's duplicate window drops the second copies.
+    sqlx::query("UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL").execute(s.db.writer()).await.expect("re-feed");
+    assert_eq!(publish_all(&s.relay).await, 5, "the five re-fed rows were duplicates");
+    assert_eq!(stream_bodies(&s.nats).await, (0..11).collect::<Vec<_>>(), "each event once in the stream");
+    let dropped = count(&s.db, "SELECT value FROM counters WHERE name = 'outbox.duplicates'").await;
+    assert_eq!(dropped, 5, "counted for operators");
+}
