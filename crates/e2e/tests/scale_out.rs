@@ -1,5 +1,5 @@
-//! Several replicas of store and notification on the same durable consumers
-//! and database: the work is shared and every effect happens once.
+//! Several replicas of store, order and notification on the same durable
+//! consumers and database: the work is shared and every effect happens once.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -35,7 +35,7 @@ async fn wait_delivered(mesh: &Mesh, placed: &[(String, Order)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_of_store_and_notification_apply_and_send_each_change_once() {
+async fn three_replicas_of_store_order_and_notification_apply_and_send_each_change_once() {
     let webhook = Webhook::start(0).await;
     let options =
         MeshOptions { auto_kitchen: Some(Duration::from_millis(30)), webhook_url: Some(webhook.url()), ..MeshOptions::default() };
@@ -44,6 +44,9 @@ async fn three_replicas_of_store_and_notification_apply_and_send_each_change_onc
     for _ in 0..2 {
         stores.push(mesh.start_replica(Service::Store).await);
         mesh.start_replica(Service::Notification).await;
+        // Order's replicas share its view consumers and reconciler; customers
+        // keep calling the first instance.
+        mesh.start_replica(Service::Order).await;
     }
     let mut placed = place_many(&mesh, "three", 30).await;
     wait_delivered(&mesh, &placed).await;
@@ -99,5 +102,8 @@ async fn three_replicas_of_store_and_notification_apply_and_send_each_change_onc
     assert_eq!(per_key.len(), expected, "one message per order and change");
     let report = mesh.assert_invariants().await;
     assert_eq!(report.orders, placed.len());
-    mesh.print_figures("three replicas of store and notification", &report).await;
+    // The view three order replicas built together is what the streams say.
+    let view = mesh.rebuild_order_view(true).await;
+    assert_eq!((view.identical, view.differing), (placed.len(), 0), "{view:?}");
+    mesh.print_figures("three replicas of store, order and notification", &report).await;
 }
