@@ -159,16 +159,14 @@ pub async fn rebuild_view(db: &Database, source: &mut dyn EventSource, check_onl
             }
             let refs: Vec<&str> = differing.iter().map(String::as_str).collect();
             let current = db::orders_by_ids(&mut *db.reader().acquire().await?, &refs).await?;
-            differing = current
-                .iter()
-                .filter(|o| !o.rebuilt(history.facts_of(o.id.as_str())).same_view(o))
-                .map(|o| o.id.to_string())
-                .collect();
             described = current
                 .iter()
-                .filter(|o| differing.contains(&o.id.to_string()))
-                .map(|o| (o.id.to_string(), describe(o, &o.rebuilt(history.facts_of(o.id.as_str())))))
+                .filter_map(|o| {
+                    let streams = o.rebuilt(history.facts_of(o.id.as_str()));
+                    (!streams.same_view(o)).then(|| (o.id.to_string(), describe(o, &streams)))
+                })
                 .collect();
+            differing = described.keys().cloned().collect();
         }
     } else {
         write(db, &history, &differing, true).await?;
@@ -223,11 +221,17 @@ async fn write(db: &Database, history: &StreamHistory, ids: &[String], replace: 
                 .into_iter()
                 .filter_map(|o| {
                     let read_version = o.version;
-                    let mut next = if replace { o.rebuilt(history.facts_of(o.id.as_str())) } else { o.clone() };
-                    let added = history.facts_of(o.id.as_str()).into_iter().filter(|f| next.record(f.clone())).count();
-                    if !replace && added == 0 {
-                        return None;
-                    }
+                    let facts = history.facts_of(o.id.as_str());
+                    let mut next = if replace {
+                        o.rebuilt(facts)
+                    } else {
+                        let mut next = o.clone();
+                        let added = facts.into_iter().filter(|f| next.record(f.clone())).count();
+                        if added == 0 {
+                            return None;
+                        }
+                        next
+                    };
                     next.version = read_version + 1;
                     Some((next, read_version))
                 })
