@@ -16,6 +16,7 @@ mod drain;
 mod home;
 mod load;
 mod local;
+mod ops;
 mod show;
 
 /// foodmesh: a food-delivery platform as a gRPC service mesh.
@@ -172,6 +173,15 @@ enum Command {
         #[arg(long, global = true)]
         nats_url: Option<String>,
     },
+    /// Show payment's injected faults, or change them at run time (operators):
+    /// `foodmesh faults --latency-ms 400-620 --max-concurrent 10`, `--off`.
+    Faults(ops::FaultArgs),
+    /// Show order's circuit breaker in front of payment (operators).
+    Circuit {
+        /// The order service's address, instead of the local mesh's.
+        #[arg(long)]
+        order: Option<String>,
+    },
     /// Drive PlaceOrder against the running mesh and print a summary.
     Load(load::LoadArgs),
     /// Start a fresh mesh, load it for a while, and report throughput,
@@ -291,6 +301,8 @@ async fn run(cli: Cli) -> Result<()> {
             };
             commands::dead_letters(&url, action).await
         }
+        Command::Faults(args) => ops::faults(&home, &args).await,
+        Command::Circuit { order } => ops::circuit(&home, order).await,
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
         Command::BenchDrain(args) => drain::run(&args).await,

@@ -20,9 +20,13 @@ use foodmesh_platform::{
 use foodmesh_proto::{
     notification::v1::notification_service_client::NotificationServiceClient,
     order::v1::{
-        GetOrderRequest, Order, OrderStatus, PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient,
+        GetOrderRequest, GetPaymentCircuitRequest, GetPaymentCircuitResponse, Order, OrderStatus, PlaceOrderLine,
+        PlaceOrderRequest, circuit_service_client::CircuitServiceClient, order_service_client::OrderServiceClient,
     },
-    payment::v1::{GetPaymentRequest, Payment, get_payment_request::Lookup, payment_service_client::PaymentServiceClient},
+    payment::v1::{
+        Faults, GetPaymentRequest, Payment, SetFaultsRequest, fault_service_client::FaultServiceClient,
+        get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
+    },
     store::v1::{ListStoreOrdersRequest, StoreOrder, store_service_client::StoreServiceClient},
 };
 use tonic::transport::Channel;
@@ -297,6 +301,24 @@ impl Mesh {
     /// A client of the payment service.
     pub fn payment(&self) -> PaymentServiceClient<Channel> {
         PaymentServiceClient::new(self.channel(Service::Payment))
+    }
+
+    /// A client of payment's fault injection (operator tokens only).
+    pub fn payment_faults(&self) -> FaultServiceClient<Channel> {
+        FaultServiceClient::new(self.channel(Service::Payment))
+    }
+
+    /// Sets payment's injected faults as an operator.
+    pub async fn set_payment_faults(&self, faults: Faults) {
+        let request = SetFaultsRequest { request_id: uuid::Uuid::new_v4().to_string(), faults: Some(faults) };
+        self.payment_faults().set_faults(authed(request, &self.keys.operator())).await.expect("SetFaults");
+    }
+
+    /// Order's payment circuit, as an operator sees it.
+    pub async fn payment_circuit(&self) -> GetPaymentCircuitResponse {
+        let mut client = CircuitServiceClient::new(self.channel(Service::Order));
+        let request = authed(GetPaymentCircuitRequest {}, &self.keys.operator());
+        client.get_payment_circuit(request).await.expect("GetPaymentCircuit").into_inner()
     }
 
     /// A client of the store service.

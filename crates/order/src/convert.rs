@@ -2,12 +2,15 @@
 //! event adapters. Conversions destructure every field, so a new field in
 //! either form fails to compile until it is handled here.
 
-use foodmesh_platform::convert;
+use foodmesh_platform::{breaker::Phase, convert};
 use foodmesh_proto::{order::v1 as pb, store::v1 as store_pb};
 
-use crate::domain::{
-    order::{KitchenStatus, Order, OrderStatus, StatusChange},
-    placing::PricedLine,
+use crate::{
+    app::PaymentLoad,
+    domain::{
+        order::{KitchenStatus, Order, OrderStatus, StatusChange},
+        placing::PricedLine,
+    },
 };
 
 pub(crate) fn status(status: OrderStatus) -> pb::OrderStatus {
@@ -92,5 +95,28 @@ pub(crate) fn order(o: &Order) -> pb::Order {
             .collect(),
         placed_at: Some(convert::timestamp(*placed_at)),
         updated_at: Some(convert::timestamp(*updated_at)),
+    }
+}
+
+/// The payment gateway's load, for operators.
+pub fn payment_circuit(load: &PaymentLoad) -> pb::GetPaymentCircuitResponse {
+    let state = match load.breaker.phase {
+        Phase::Closed => pb::CircuitState::Closed,
+        Phase::Open => pb::CircuitState::Open,
+        Phase::HalfOpen => pb::CircuitState::HalfOpen,
+        Phase::Disabled => pb::CircuitState::Disabled,
+    };
+    let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    pb::GetPaymentCircuitResponse {
+        state: state.into(),
+        consecutive_failures: load.breaker.consecutive_failures,
+        failure_threshold: load.settings.failure_threshold,
+        cool_down_ms: u32::try_from(load.settings.cool_down.as_millis()).unwrap_or(u32::MAX),
+        changed_at: load.breaker.changed_at.map(prost_types::Timestamp::from),
+        charges_in_flight: small(load.in_flight),
+        max_charges_in_flight: small(load.max_in_flight),
+        opened_total: load.breaker.opened_total,
+        rejected_open_total: load.breaker.rejected_total,
+        rejected_shed_total: load.shed_total,
     }
 }

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use foodmesh_platform::{
+    breaker::BreakerSettings,
     config::{self, ConfigError},
     consumer,
     dead_letter::DEAD_LETTERS,
@@ -11,7 +12,7 @@ use foodmesh_platform::{
     lifecycle::{self, BoxError, Running},
     messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
 };
-use foodmesh_proto::order::v1::order_service_server::OrderServiceServer;
+use foodmesh_proto::order::v1::{circuit_service_server::CircuitServiceServer, order_service_server::OrderServiceServer};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ use crate::{
     },
     db, events,
     grpc::OrderGrpc,
-    payment_client::GrpcPaymentGateway,
+    payment_client::{GrpcPaymentGateway, Protection},
 };
 
 /// The order service's built-in defaults.
@@ -60,6 +61,37 @@ pub struct PaymentSettings {
     /// The longest a charge may take.
     #[serde(deserialize_with = "config::millis", rename = "timeout_ms")]
     pub timeout: Duration,
+    /// Charges in flight at once; beyond, PlaceOrder is refused at once. 0: no limit.
+    pub max_in_flight: usize,
+    /// The circuit breaker in front of payment.
+    pub breaker: PaymentBreakerSettings,
+}
+
+/// The circuit breaker in front of payment.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentBreakerSettings {
+    /// Off: charges always go to payment.
+    pub enabled: bool,
+    /// Consecutive failures (timeouts, UNAVAILABLE) that open it.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    #[serde(deserialize_with = "config::millis", rename = "cool_down_ms")]
+    pub cool_down: Duration,
+}
+
+impl PaymentSettings {
+    /// The protection stack's settings.
+    pub fn protection(&self) -> Protection {
+        Protection {
+            timeout: self.timeout,
+            max_in_flight: self.max_in_flight,
+            breaker: BreakerSettings {
+                enabled: self.breaker.enabled,
+                failure_threshold: self.breaker.failure_threshold.max(1),
+                cool_down: self.breaker.cool_down,
+            },
+        }
+    }
 }
 
 /// How CancelOrder waits.
@@ -99,7 +131,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         tracing::warn!("fault stop_after_charge is ON: PlaceOrder will not commit orders (tests only)");
     }
     let infra = Infra::connect(&common, "order").await?;
-    let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.timeout)?);
+    let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.protection())?);
     let app = Arc::new(OrderApp::new(
         infra.db.clone(),
         infra.outbox.clone(),
@@ -110,10 +142,9 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let stop = CancellationToken::new();
 
     let mut host = GrpcHost::bind(&common.server).await?;
-    host.add_service(
-        OrderServiceServer::new(OrderGrpc::new(app.clone(), infra.verifier.clone(), stop.clone()))
-            .max_decoding_message_size(common.server.max_request_bytes),
-    );
+    let grpc = OrderGrpc::new(app.clone(), infra.verifier.clone(), stop.clone());
+    host.add_service(OrderServiceServer::new(grpc.clone()).max_decoding_message_size(common.server.max_request_bytes));
+    host.add_service(CircuitServiceServer::new(grpc));
 
     let drain = common.server.drain;
     let init = move || {

@@ -1,6 +1,6 @@
 //! Wiring: settings, connections, the gRPC service and the workers.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use foodmesh_platform::{
     config::{self, ConfigError},
@@ -11,12 +11,12 @@ use foodmesh_platform::{
     lifecycle::{self, BoxError, Running},
     messaging::{PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
 };
-use foodmesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use foodmesh_proto::payment::v1::{fault_service_server::FaultServiceServer, payment_service_server::PaymentServiceServer};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{CardNetwork, PaymentApp, SimulatedCardNetwork},
+    app::{self, CardNetwork, Faults, PaymentApp, SimulatedCardNetwork},
     db, events,
     grpc::PaymentGrpc,
 };
@@ -35,7 +35,7 @@ pub struct Settings {
     pub faults: FaultSettings,
 }
 
-/// Faults for tests of the recovery paths; never on in production.
+/// Faults for demos and tests of the callers' recovery; never on in production.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct FaultSettings {
     /// Commit a new charge, then answer UNAVAILABLE as if the reply had been
@@ -43,6 +43,39 @@ pub struct FaultSettings {
     /// get the stored charge) or reconcile.
     #[serde(default)]
     pub drop_reply_after_commit: bool,
+    /// Extra latency per charge: `"0"`, `"500"` or a range `"400-620"` (ms).
+    #[serde(default = "no_latency")]
+    pub latency_ms: String,
+    /// The share of charges refused with UNAVAILABLE.
+    #[serde(default)]
+    pub failure_rate: f64,
+    /// Charges processed at once; 0 for no limit.
+    #[serde(default)]
+    pub max_concurrent_charges: u32,
+}
+
+fn no_latency() -> String {
+    "0".to_owned()
+}
+
+impl FaultSettings {
+    /// The run-time faults these settings start with.
+    pub fn injected(&self) -> Result<app::FaultSettings, ConfigError> {
+        let bad = |why: &str| ConfigError::Setting(format!("faults.latency_ms = {:?}: {why}", self.latency_ms));
+        let ms = |s: &str| s.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| bad("not a number of milliseconds"));
+        let (latency_min, latency_max) = match self.latency_ms.split_once('-') {
+            Some((low, high)) => (ms(low)?, ms(high)?),
+            None => (ms(&self.latency_ms)?, ms(&self.latency_ms)?),
+        };
+        let settings = app::FaultSettings {
+            latency_min,
+            latency_max,
+            failure_rate: self.failure_rate,
+            max_concurrent_charges: self.max_concurrent_charges,
+        };
+        settings.validate("faults.").map_err(|v| ConfigError::Setting(v.to_string()))?;
+        Ok(settings)
+    }
 }
 
 impl Settings {
@@ -66,13 +99,19 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
 pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork>) -> Result<Running, BoxError> {
     let common = settings.common;
     let infra = Infra::connect(&common, "payment").await?;
-    let app = Arc::new(PaymentApp::new(infra.db.clone(), infra.outbox.clone(), network, settings.faults.drop_reply_after_commit));
+    let faults = Arc::new(Faults::new(settings.faults.injected()?));
+    let app = Arc::new(PaymentApp::new(
+        infra.db.clone(),
+        infra.outbox.clone(),
+        network,
+        settings.faults.drop_reply_after_commit,
+        faults,
+    ));
 
     let mut host = GrpcHost::bind(&common.server).await?;
-    host.add_service(
-        PaymentServiceServer::new(PaymentGrpc::new(app.clone(), infra.verifier.clone()))
-            .max_decoding_message_size(common.server.max_request_bytes),
-    );
+    let grpc = PaymentGrpc::new(app.clone(), infra.verifier.clone());
+    host.add_service(PaymentServiceServer::new(grpc.clone()).max_decoding_message_size(common.server.max_request_bytes));
+    host.add_service(FaultServiceServer::new(grpc));
 
     let drain = common.server.drain;
     let init = move || {

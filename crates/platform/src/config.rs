@@ -44,6 +44,9 @@ pub enum ConfigError {
     /// The merged configuration does not fit the service's settings.
     #[error("invalid configuration: {0}")]
     Invalid(toml::de::Error),
+    /// A setting is out of its range or malformed.
+    #[error("invalid setting: {0}")]
+    Setting(String),
     /// `--config` was given without a path.
     #[error("--config needs a path")]
     MissingPath,

@@ -2,6 +2,7 @@
 //! in their domain.
 //!
 //! # Layout
+//! - [`breaker`]: a circuit breaker as a tower layer.
 //! - [`config`]: layered settings (built-in defaults, file, environment) and [`config::Secret`].
 //! - [`telemetry`]: logging setup.
 //! - [`auth`]: bearer-JWT verification ([`auth::Verifier`]) and token issuing for tools.
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod convert;

@@ -21,9 +21,13 @@ pub enum Error {
         /// Payment's reason.
         reason: String,
     },
-    /// Payment could not be reached in time; no order exists.
+    /// Payment could not be reached in time, or order held the charge back
+    /// (open circuit, too many in flight); no order exists.
     #[error("payment is unavailable; retry with the same request_id")]
-    PaymentUnavailable,
+    PaymentUnavailable {
+        /// When to retry, if known better than the default.
+        retry_after: Option<std::time::Duration>,
+    },
     /// Payment refused the charge for an unexpected reason.
     #[error("payment failed: {0}")]
     PaymentFailed(String),

@@ -9,6 +9,7 @@ use std::{
 };
 
 use foodmesh_platform::{
+    breaker::{BreakerSettings, Phase, Snapshot},
     db::Database,
     group_commit::GroupCommit,
     inbox,
@@ -79,19 +80,72 @@ pub enum ChargeOutcome {
 /// Payment could not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// Not reachable, overloaded or too slow: retrying later is right. The
-    /// charge may or may not have happened; a retry with the same key finds out.
-    #[error("payment unavailable: {0}")]
-    Unavailable(String),
+    /// Not reachable, overloaded or too slow, or held back by order's own
+    /// protection: retrying later is right. The charge may or may not have
+    /// happened; a retry with the same key finds out.
+    #[error("payment unavailable: {why}")]
+    Unavailable {
+        /// What happened.
+        why: String,
+        /// When trying again makes sense, if known (an open circuit knows).
+        retry_after: Option<Duration>,
+    },
     /// Payment refused the request for another reason (a bug on one side).
     #[error("payment refused the charge: {0}")]
     Refused(String),
+}
+
+impl GatewayError {
+    /// Unavailable, with no retry hint of its own.
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        GatewayError::Unavailable { why: why.into(), retry_after: None }
+    }
+}
+
+/// How the gateway to payment is holding up, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentLoad {
+    /// The circuit breaker's state.
+    pub breaker: Snapshot,
+    /// Its settings.
+    pub settings: BreakerSettings,
+    /// Charges in flight now.
+    pub in_flight: usize,
+    /// The most allowed in flight; 0: no limit.
+    pub max_in_flight: usize,
+    /// Calls refused because `max_in_flight` were in flight.
+    pub shed_total: u64,
 }
 
 /// The payment service, behind a port.
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Charges once per order id, however often it is called.
     fn charge<'a>(&'a self, request: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>>;
+
+    /// If a charge would be refused right now without reaching payment (an
+    /// open circuit, a full concurrency limit), how long until it is worth
+    /// trying again; counted as a refusal. Lets PlaceOrder answer before
+    /// writing anything.
+    fn refuses_now(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How the gateway is holding up.
+    fn load(&self) -> PaymentLoad {
+        PaymentLoad {
+            breaker: Snapshot {
+                phase: Phase::Disabled,
+                consecutive_failures: 0,
+                changed_at: None,
+                opened_total: 0,
+                rejected_total: 0,
+            },
+            settings: BreakerSettings { enabled: false, failure_threshold: 0, cool_down: Duration::ZERO },
+            in_flight: 0,
+            max_in_flight: 0,
+            shed_total: 0,
+        }
+    }
 }
 
 /// An update of the status view, decoded from another context's event.
@@ -290,6 +344,11 @@ impl OrderApp {
         Self { db, outbox, payment, changes, timing, faults, menus: Mutex::default(), attempts, placements }
     }
 
+    /// How the gateway to payment is holding up (circuit breaker, in-flight charges).
+    pub fn payment_load(&self) -> PaymentLoad {
+        self.payment.load()
+    }
+
     /// Places and pays an order. The order exists only if payment captured the
     /// charge; a repeated request returns the same order and charges once.
     pub async fn place(&self, request: PlaceOrder, credentials: &Credentials, deadline: Option<Instant>) -> Result<Order, Error> {
@@ -297,6 +356,15 @@ impl OrderApp {
         let menu = self.menu(&request.store_id).await?;
         let attempt = match placing::price(&request, menu.as_ref()) {
             Ok(priced) => {
+                if let Some(retry_after) = self.payment.refuses_now() {
+                    // Payment is held back (open circuit, full limit): answer
+                    // now, writing nothing. A repeat of a request that was
+                    // already settled still gets its stored answer below.
+                    let attempt = db::attempt(self.db.reader(), &request.customer_id, &request.request_id).await?;
+                    if !attempt.is_some_and(|a| a.state != AttemptState::Pending) {
+                        return Err(Error::PaymentUnavailable { retry_after: Some(retry_after) });
+                    }
+                }
                 let attempt = Attempt {
                     order_id: OrderId::generate(),
                     fingerprint: fingerprint.clone(),
@@ -345,20 +413,20 @@ impl OrderApp {
         match self.payment.charge(charge).await {
             Ok(ChargeOutcome::Captured { .. }) if self.faults.stop_after_charge => {
                 tracing::error!(order_id = %order_id, "fault stop_after_charge: the order is not committed");
-                Err(Error::PaymentUnavailable)
+                Err(Error::PaymentUnavailable { retry_after: None })
             }
             Ok(ChargeOutcome::Captured { payment_id }) => self.commit_placed(attempt, &request.customer_id, &payment_id).await,
             Ok(ChargeOutcome::Declined { reason }) => {
                 db::settle_attempt(self.db.writer(), &order_id, AttemptState::Declined, "", &reason).await?;
                 Err(Error::PaymentDeclined { reason })
             }
-            Err(GatewayError::Unavailable(why)) => {
+            Err(GatewayError::Unavailable { why, retry_after }) => {
                 // The attempt stays PENDING: a retry with the same request id
                 // asks payment again, which answers from its idempotency record;
                 // if the charge went through after all, the reconciler
                 // completes the order from payment's PaymentCaptured event.
                 tracing::warn!(order_id = %order_id, reason = %why, "payment unavailable; no order taken");
-                Err(Error::PaymentUnavailable)
+                Err(Error::PaymentUnavailable { retry_after })
             }
             Err(GatewayError::Refused(why)) => Err(Error::PaymentFailed(why)),
         }

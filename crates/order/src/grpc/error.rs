@@ -11,7 +11,7 @@ use crate::{app::Error, db};
 /// The `ErrorInfo.domain` of every order error.
 pub const DOMAIN: &str = "order.foodmesh.dev";
 
-/// The retry hint when payment is unavailable.
+/// The retry hint when payment is unavailable and nothing better is known.
 pub const PAYMENT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl From<Error> for Status {
@@ -23,7 +23,9 @@ impl From<Error> for Status {
             Error::PaymentDeclined { .. } => {
                 grpc::status(Code::FailedPrecondition, err.to_string(), DOMAIN, "PAYMENT_DECLINED", ErrorDetails::new())
             }
-            Error::PaymentUnavailable => grpc::unavailable(DOMAIN, "PAYMENT_UNAVAILABLE", err.to_string(), PAYMENT_RETRY_AFTER),
+            Error::PaymentUnavailable { retry_after } => {
+                grpc::unavailable(DOMAIN, "PAYMENT_UNAVAILABLE", err.to_string(), retry_after.unwrap_or(PAYMENT_RETRY_AFTER))
+            }
             Error::PaymentFailed(_) => grpc::internal(DOMAIN, &err),
             Error::RequestIdReused => {
                 grpc::status(Code::AlreadyExists, err.to_string(), DOMAIN, "REQUEST_ID_REUSED", ErrorDetails::new())

@@ -115,3 +115,14 @@ impl OrderService for OrderGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[tonic::async_trait]
+impl pb::circuit_service_server::CircuitService for OrderGrpc {
+    async fn get_payment_circuit(
+        &self,
+        request: Request<pb::GetPaymentCircuitRequest>,
+    ) -> Result<Response<pb::GetPaymentCircuitResponse>, Status> {
+        self.verifier.verify(request.metadata()).map_err(Error::from)?.operator().map_err(Error::from)?;
+        Ok(Response::new(convert::payment_circuit(&self.app.payment_load())))
+    }
+}

@@ -39,6 +39,9 @@ pub enum Error {
     /// the caller is told to try again, as if the reply had been lost.
     #[error("the reply was dropped after the commit (test fault)")]
     ReplyDropped,
+    /// An injected fault (`FaultService`) refused the charge before any work.
+    #[error("the charge was refused by an injected fault")]
+    InjectedFailure,
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),

@@ -20,7 +20,9 @@ use crate::{
 };
 
 mod error;
+mod faults;
 pub use error::Error;
+pub use faults::{FaultSettings, Faults};
 
 /// The card network, behind a port so tests and demos can shape its answers.
 /// A real implementation must pass the idempotency key on to the network, so
@@ -68,6 +70,8 @@ pub struct PaymentApp {
     charges: GroupCommit<Payment, bool, Error>,
     /// Test-only fault: answer UNAVAILABLE after committing a new charge.
     drop_reply_after_commit: bool,
+    /// Injected latency, failures and charge slots (demos, chaos drills).
+    faults: Arc<Faults>,
 }
 
 /// The most charges written by one group commit.
@@ -101,7 +105,13 @@ impl std::fmt::Debug for PaymentApp {
 
 impl PaymentApp {
     /// The use cases over `db`, charging through `network`.
-    pub fn new(db: Database, outbox: OutboxSignal, network: Arc<dyn CardNetwork>, drop_reply_after_commit: bool) -> Self {
+    pub fn new(
+        db: Database,
+        outbox: OutboxSignal,
+        network: Arc<dyn CardNetwork>,
+        drop_reply_after_commit: bool,
+        faults: Arc<Faults>,
+    ) -> Self {
         let charges = {
             let (db, outbox) = (db.clone(), outbox.clone());
             GroupCommit::start(GROUP_COMMIT, move |payments: Vec<Payment>| {
@@ -109,11 +119,14 @@ impl PaymentApp {
                 async move { store_charges(&db, &outbox, payments).await }
             })
         };
-        Self { db, outbox, network, charges, drop_reply_after_commit }
+        Self { db, outbox, network, charges, drop_reply_after_commit, faults }
     }
 
     /// Charges once per idempotency key: a repeat returns the stored outcome.
     pub async fn charge(&self, command: ChargeCommand) -> Result<Payment, Error> {
+        // Held until the answer: a slow charge keeps its slot, as on a server
+        // whose worker pool is busy.
+        let _admitted = self.faults.enter().await.map_err(|_| Error::InjectedFailure)?;
         if let Some(existing) = db::by_key(self.db.reader(), &command.idempotency_key).await? {
             return replay(existing, &command);
         }
@@ -153,6 +166,11 @@ impl PaymentApp {
         self.outbox.notify();
         tracing::info!(payment_id, reason, "payment refunded");
         Ok(payment)
+    }
+
+    /// The injected faults, for operators.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// A payment, if `viewer` may see it: its customer or an operator.

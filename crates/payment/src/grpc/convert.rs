@@ -1,10 +1,12 @@
 //! Requests into commands (collecting every bad field), payments into messages.
 
+use std::time::Duration;
+
 use foodmesh_platform::{convert, validation::Violations};
 use foodmesh_proto::payment::v1 as pb;
 
 use crate::{
-    app::{Error, Lookup},
+    app::{Error, FaultSettings, Lookup},
     domain::{ChargeCommand, Payment, PaymentStatus},
 };
 
@@ -66,5 +68,33 @@ pub(super) fn payment(p: &Payment) -> pb::Payment {
         refunded_at: p.refunded_at.map(convert::timestamp),
         refund_reason: p.refund_reason.clone(),
         decline_reason: p.decline_reason.clone(),
+    }
+}
+
+pub(super) fn faults(faults: Option<pb::Faults>, request_id: &str) -> Result<FaultSettings, Error> {
+    let f = faults.unwrap_or_default();
+    let settings = FaultSettings {
+        latency_min: Duration::from_millis(f.latency_min_ms.into()),
+        latency_max: Duration::from_millis(f.latency_max_ms.into()),
+        failure_rate: f.failure_rate,
+        max_concurrent_charges: f.max_concurrent_charges,
+    };
+    let mut v = Violations::new();
+    v.check_request_id("request_id", request_id);
+    if let Err(bad) = settings.validate("faults.") {
+        for violation in bad.iter() {
+            v.add(violation.field.clone(), violation.description.clone());
+        }
+    }
+    Ok(v.into_result(settings)?)
+}
+
+pub(super) fn faults_message(settings: &FaultSettings) -> pb::Faults {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    pb::Faults {
+        latency_min_ms: ms(settings.latency_min),
+        latency_max_ms: ms(settings.latency_max),
+        failure_rate: settings.failure_rate,
+        max_concurrent_charges: settings.max_concurrent_charges,
     }
 }

@@ -38,6 +38,10 @@ impl From<Error> for Status {
             Error::ReplyDropped => {
                 grpc::unavailable(DOMAIN, "REPLY_DROPPED", err.to_string(), std::time::Duration::from_millis(100))
             }
+            // Nothing was processed: retrying, even at once, is safe.
+            Error::InjectedFailure => {
+                grpc::unavailable(DOMAIN, "INJECTED_FAULT", err.to_string(), std::time::Duration::from_millis(100))
+            }
             Error::Db(db) => grpc::database_status(DOMAIN, db),
         }
     }

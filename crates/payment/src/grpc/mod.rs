@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use foodmesh_platform::auth::Verifier;
 use foodmesh_proto::payment::v1::{
-    ChargeRequest, ChargeResponse, GetPaymentRequest, GetPaymentResponse, RefundRequest, RefundResponse,
+    ChargeRequest, ChargeResponse, GetFaultsRequest, GetFaultsResponse, GetPaymentRequest, GetPaymentResponse, RefundRequest,
+    RefundResponse, SetFaultsRequest, SetFaultsResponse, fault_service_server::FaultService,
     payment_service_server::PaymentService,
 };
 use tonic::{Request, Response, Status};
@@ -54,5 +55,29 @@ impl PaymentService for PaymentGrpc {
         let lookup = convert::lookup(request.into_inner())?;
         let payment = self.app.get(&lookup, &caller).await?;
         Ok(Response::new(GetPaymentResponse { payment: Some(convert::payment(&payment)) }))
+    }
+}
+
+#[tonic::async_trait]
+impl FaultService for PaymentGrpc {
+    async fn get_faults(&self, request: Request<GetFaultsRequest>) -> Result<Response<GetFaultsResponse>, Status> {
+        self.verifier.verify(request.metadata()).map_err(Error::from)?.operator().map_err(Error::from)?;
+        let faults = self.app.faults();
+        let (in_flight, waiting) = faults.load();
+        Ok(Response::new(GetFaultsResponse {
+            faults: Some(convert::faults_message(&faults.settings())),
+            charges_in_flight: in_flight,
+            charges_waiting: waiting,
+        }))
+    }
+
+    async fn set_faults(&self, request: Request<SetFaultsRequest>) -> Result<Response<SetFaultsResponse>, Status> {
+        let caller = self.verifier.verify(request.metadata()).map_err(Error::from)?;
+        let operator = caller.operator().map_err(Error::from)?.to_owned();
+        let SetFaultsRequest { request_id, faults } = request.into_inner();
+        let settings = convert::faults(faults, &request_id)?;
+        tracing::warn!(%operator, %request_id, "an operator changed the payment faults");
+        self.app.faults().set(settings);
+        Ok(Response::new(SetFaultsResponse { faults: Some(convert::faults_message(&settings)) }))
     }
 }
