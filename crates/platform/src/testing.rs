@@ -32,7 +32,8 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
-fn tool(env_var: &str, name: &str) -> PathBuf {
+/// A tool binary: `$ENV_VAR`, else the project's `.tools/bin/NAME`, else `NAME` on PATH.
+pub fn tool(env_var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
