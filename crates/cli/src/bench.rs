@@ -117,6 +117,8 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         extra_env: Vec::new(),
         worker_threads: args.worker_threads,
         pin_cpus: !args.no_pin,
+        mesh: false,
+        service_env: Vec::new(),
     };
     eprintln!("bench: starting a fresh mesh in {}", dir.display());
     let mesh = LocalMesh::start(&home, &options).await?;

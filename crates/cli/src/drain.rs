@@ -66,6 +66,8 @@ pub async fn run(args: &DrainArgs) -> Result<()> {
         extra_env: Vec::new(),
         worker_threads: 1,
         pin_cpus: true,
+        mesh: false,
+        service_env: Vec::new(),
     };
     eprintln!("bench-drain: starting a fresh mesh in {}", dir.display());
     let mut mesh = LocalMesh::start(&home, &options).await?;

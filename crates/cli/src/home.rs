@@ -40,6 +40,16 @@ pub struct Endpoints {
     pub notification: String,
     /// NATS URL.
     pub nats: String,
+    /// order's own address when it runs behind the local Envoy (`up --mesh`):
+    /// operator services per replica, which the gateway does not route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_direct: Option<String>,
+    /// payment's own address behind the local Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_direct: Option<String>,
+    /// The local Envoy's admin interface (stats, clusters), with `up --mesh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_admin: Option<String>,
 }
 
 /// The home directory.

@@ -38,6 +38,25 @@ pub struct LocalOptions {
     /// core its hand-offs are cheap, across cores each is a wake-up of the
     /// other core. NATS is left free to run anywhere.
     pub pin_cpus: bool,
+    /// Put the services behind a local Envoy configured from istio/ (see
+    /// the foodmesh-mesh crate): the gateway takes order's port and routes
+    /// order, store and notification; order calls payment through Envoy on
+    /// payment's port; the services themselves listen 10 ports higher.
+    pub mesh: bool,
+    /// Extra environment for one service only: (service, key, value).
+    pub service_env: Vec<(&'static str, String, String)>,
+}
+
+/// How far above their usual ports the services listen behind the local Envoy.
+const MESH_SHIFT: u16 = 10;
+/// Envoy's admin port, above the base port.
+const ENVOY_ADMIN_OFFSET: u16 = 9;
+
+impl LocalOptions {
+    /// The port the service at `offset` listens on.
+    fn service_port(&self, offset: u16) -> u16 {
+        self.base_port + offset + if self.mesh { MESH_SHIFT } else { 0 }
+    }
 }
 
 /// One started process.
@@ -51,6 +70,8 @@ pub struct Process {
     pub log: PathBuf,
     /// From spawn to SERVING (services only).
     pub time_to_serving: Option<Duration>,
+    /// Where it listens.
+    pub addr: String,
 }
 
 /// The running mesh.
@@ -152,7 +173,7 @@ fn spawn_service(
     index: usize,
 ) -> Result<(Process, impl Future<Output = Result<(&'static str, Duration)>> + use<>)> {
     let (name, service, offset) = SERVICES[index];
-    let addr = format!("127.0.0.1:{}", options.base_port + offset);
+    let addr = format!("127.0.0.1:{}", options.service_port(offset));
     let mut env = vec![
         ("FOODMESH_SERVER__LISTEN_ADDR".to_owned(), addr.clone()),
         ("DATABASE_URL".to_owned(), format!("sqlite://{}", home.path(&format!("data/{name}.db")).display())),
@@ -175,6 +196,7 @@ fn spawn_service(
         _ => {}
     }
     env.extend(options.extra_env.iter().cloned());
+    env.extend(options.service_env.iter().filter(|(s, _, _)| *s == name).map(|(_, k, v)| (k.clone(), v.clone())));
     let log = home.path(&format!("logs/{name}.log"));
     let spawned_at = Instant::now();
     let binary = service_binary(name)?;
@@ -185,8 +207,10 @@ fn spawn_service(
         }
         None => spawn(&binary, &[], &env, &log, home.root())?,
     };
-    let wait = async move { wait_serving(&addr, service, Duration::from_secs(30)).await.map(|()| (name, spawned_at.elapsed())) };
-    Ok((Process { name, child, log, time_to_serving: None }, wait))
+    let wait_addr = addr.clone();
+    let wait =
+        async move { wait_serving(&wait_addr, service, Duration::from_secs(30)).await.map(|()| (name, spawned_at.elapsed())) };
+    Ok((Process { name, child, log, time_to_serving: None, addr: addr.clone() }, wait))
 }
 
 fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path, cwd: &Path) -> Result<Child> {
@@ -233,7 +257,7 @@ impl LocalMesh {
     /// every service reports SERVING.
     pub async fn start(home: &Home, options: &LocalOptions) -> Result<LocalMesh> {
         let public_key = home.ensure_keys()?;
-        let ports: Vec<u16> = SERVICES.iter().map(|(_, _, offset)| options.base_port + offset).collect();
+        let ports: Vec<u16> = SERVICES.iter().map(|(_, _, offset)| options.service_port(*offset)).collect();
         if ports.contains(&options.nats_port) {
             bail!("the NATS port {} is one of the service ports {ports:?}", options.nats_port);
         }
@@ -242,9 +266,39 @@ impl LocalMesh {
             ensure_free(*port, name)?;
         }
         let nats_url = format!("nats://127.0.0.1:{}", options.nats_port);
-        let addr = |offset: u16| format!("127.0.0.1:{}", options.base_port + offset);
-        let endpoints =
-            Endpoints { order: addr(0), payment: addr(1), store: addr(2), notification: addr(3), nats: nats_url.clone() };
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let endpoints = if options.mesh {
+            for (port, what) in [
+                (options.base_port, "the Envoy gateway"),
+                (options.base_port + 1, "Envoy's payment listener"),
+                (options.base_port + ENVOY_ADMIN_OFFSET, "Envoy's admin"),
+            ] {
+                ensure_free(port, what)?;
+            }
+            // Customers' services through the gateway; payment through the
+            // listener order uses (operators' FaultService is routed there too).
+            Endpoints {
+                order: addr(options.base_port),
+                payment: addr(options.base_port + 1),
+                store: addr(options.base_port),
+                notification: addr(options.base_port),
+                nats: nats_url.clone(),
+                order_direct: Some(addr(options.service_port(0))),
+                payment_direct: Some(addr(options.service_port(1))),
+                envoy_admin: Some(addr(options.base_port + ENVOY_ADMIN_OFFSET)),
+            }
+        } else {
+            Endpoints {
+                order: addr(options.service_port(0)),
+                payment: addr(options.service_port(1)),
+                store: addr(options.service_port(2)),
+                notification: addr(options.service_port(3)),
+                nats: nats_url.clone(),
+                order_direct: None,
+                payment_direct: None,
+                envoy_admin: None,
+            }
+        };
 
         let mut processes = Vec::new();
         let nats_log = home.path("logs/nats.log");
@@ -254,7 +308,7 @@ impl LocalMesh {
             .chain([home.path("nats").display().to_string()])
             .collect();
         let nats = spawn(&find_tool("nats-server")?, &nats_args, &[], &nats_log, home.root())?;
-        processes.push(Process { name: "nats", child: nats, log: nats_log, time_to_serving: None });
+        processes.push(Process { name: "nats", child: nats, log: nats_log, time_to_serving: None, addr: nats_url.clone() });
         let started = Instant::now();
         while tokio::net::TcpStream::connect(("127.0.0.1", options.nats_port)).await.is_err() {
             if started.elapsed() > Duration::from_secs(10) {
@@ -263,6 +317,9 @@ impl LocalMesh {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
 
+        if options.mesh {
+            processes.push(start_envoy(home, options).await?);
+        }
         let mut waits = Vec::new();
         for index in 0..SERVICES.len() {
             let (process, wait) = spawn_service(home, options, &endpoints, &public_key, index)?;
@@ -305,10 +362,48 @@ impl LocalMesh {
     /// Stops the services (SIGTERM: they drain and stop in order), then NATS.
     pub async fn stop(mut self, home: &Home) {
         home.clear_endpoints();
-        let (nats, services): (Vec<_>, Vec<_>) = self.processes.drain(..).partition(|p| p.name == "nats");
+        let (infra, services): (Vec<_>, Vec<_>) = self.processes.drain(..).partition(|p| p.name == "nats" || p.name == "envoy");
         futures::future::join_all(services.into_iter().map(terminate)).await;
-        futures::future::join_all(nats.into_iter().map(terminate)).await;
+        futures::future::join_all(infra.into_iter().map(terminate)).await;
     }
+}
+
+/// Starts Envoy on the configuration rendered from istio/, in front of the
+/// services' shifted ports, and waits until it is LIVE.
+async fn start_envoy(home: &Home, options: &LocalOptions) -> Result<Process> {
+    let mut endpoints = foodmesh_mesh::Endpoints::default();
+    for (name, _, offset) in SERVICES {
+        endpoints.add(name, "v1", format!("127.0.0.1:{}", options.service_port(offset)));
+    }
+    let admin_port = options.base_port + ENVOY_ADMIN_OFFSET;
+    let mesh = foodmesh_mesh::LocalMesh {
+        admin_port,
+        gateway_port: options.base_port,
+        payment_port: options.base_port + 1,
+        endpoints,
+        weights: std::collections::BTreeMap::new(),
+    };
+    let config = foodmesh_mesh::envoy_config(&mesh)?;
+    let path = home.path("envoy.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    let log = home.path("logs/envoy.log");
+    let args: Vec<String> =
+        ["-c", &path.display().to_string(), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+    let spawned = Instant::now();
+    let child = spawn(&find_tool("envoy")?, &args, &[], &log, home.root())?;
+    loop {
+        if foodmesh_mesh::process::admin_get(admin_port, "/ready").await.is_ok_and(|body| body.trim() == "LIVE") {
+            break;
+        }
+        if spawned.elapsed() > Duration::from_secs(20) {
+            bail!("envoy did not become LIVE within 20 s; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Process { name: "envoy", child, log, time_to_serving: Some(spawned.elapsed()), addr: format!("127.0.0.1:{admin_port}") })
 }
 
 async fn terminate(mut process: Process) {

@@ -58,6 +58,10 @@ enum Command {
         /// Let every service run on any core, instead of one core each.
         #[arg(long)]
         no_pin: bool,
+        /// Put the services behind a local Envoy configured from istio/: the
+        /// gateway on order's port, payment reached by order through Envoy.
+        #[arg(long)]
+        mesh: bool,
     },
     /// Place a few orders on the running mesh and print their journeys.
     Demo,
@@ -252,7 +256,17 @@ async fn run(cli: Cli) -> Result<()> {
     let home = home::Home::open(&cli.home)?;
     let mesh = || commands::Mesh::connect(&home);
     match cli.command {
-        Command::Up { demo, exit_after_demo, manual_kitchen, kitchen_step_ms, base_port, nats_port, worker_threads, no_pin } => {
+        Command::Up {
+            demo,
+            exit_after_demo,
+            manual_kitchen,
+            kitchen_step_ms,
+            base_port,
+            nats_port,
+            worker_threads,
+            no_pin,
+            mesh,
+        } => {
             if demo && manual_kitchen {
                 anyhow::bail!("--demo needs the auto-kitchen; drop --manual-kitchen");
             }
@@ -264,6 +278,8 @@ async fn run(cli: Cli) -> Result<()> {
                 extra_env: Vec::new(),
                 worker_threads,
                 pin_cpus: !no_pin,
+                mesh,
+                service_env: Vec::new(),
             };
             up(&home, &options, demo, exit_after_demo).await
         }
@@ -315,7 +331,17 @@ async fn up(home: &home::Home, options: &local::LocalOptions, demo: bool, exit_a
     let e = mesh.endpoints.clone();
     for p in &mesh.processes {
         let ready = p.time_to_serving.map(|t| format!("SERVING after {} ms", t.as_millis())).unwrap_or_else(|| "up".to_owned());
-        println!("  {:<13} {:<22} {:<24} log {}", p.name, endpoint_of(&e, p.name), ready, p.log.display());
+        let ready = if p.name == "envoy" { ready.replace("SERVING", "LIVE") } else { ready };
+        println!("  {:<13} {:<22} {:<24} log {}", p.name, p.addr, ready, p.log.display());
+    }
+    if options.mesh {
+        println!(
+            "\nmesh: Envoy (policy from istio/) is the gateway at {} for order, store and notification, \
+             and order reaches payment through it at {}; admin and stats at http://{}/stats",
+            e.order,
+            e.payment,
+            e.envoy_admin.as_deref().unwrap_or("?")
+        );
     }
     let token = home.bearer(&Principal::Customer { customer_id: "alice".to_owned() })?;
     println!(
@@ -353,14 +379,4 @@ async fn up(home: &home::Home, options: &local::LocalOptions, demo: bool, exit_a
     mesh.stop(home).await;
     println!("foodmesh: stopped");
     Ok(())
-}
-
-fn endpoint_of<'a>(e: &'a home::Endpoints, name: &str) -> &'a str {
-    match name {
-        "order" => &e.order,
-        "payment" => &e.payment,
-        "store" => &e.store,
-        "notification" => &e.notification,
-        _ => &e.nats,
-    }
 }

@@ -121,7 +121,12 @@ fn describe(f: &Faults) -> String {
 pub async fn circuit(home: &Home, order: Option<String>) -> Result<()> {
     let addr = match order {
         Some(addr) => addr,
-        None => home.endpoints()?.order,
+        // Behind the local Envoy, the gateway does not route operator
+        // services: ask order itself.
+        None => {
+            let e = home.endpoints()?;
+            e.order_direct.unwrap_or(e.order)
+        }
     };
     let mut client = CircuitServiceClient::new(client(&addr)?);
     let c = client.get_payment_circuit(authed(GetPaymentCircuitRequest {}, &operator(home)?)).await?.into_inner();

@@ -92,3 +92,70 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
         assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
     }
 }
+
+#[test]
+fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() {
+    let home = tempfile::tempdir().expect("temp dir");
+    // The gateway and Envoy's listeners on base..base+9, the services on base+10..base+13.
+    let base = free_ports(14, 21_000);
+    let nats = free_ports(1, base + 14);
+    let (base_port, nats_port) = (base.to_string(), nats.to_string());
+    let up = ["up", "--mesh", "--demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
+    let mut running = Command::new(env!("CARGO_BIN_EXE_foodmesh"))
+        .arg("--home")
+        .arg(home.path())
+        .args(up)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("foodmesh up --mesh runs");
+    let mut lines = BufReader::new(running.stdout.take().expect("stdout")).lines();
+    let mut transcript = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if line.starts_with("foodmesh: running") {
+            break;
+        }
+    }
+    assert!(transcript.contains("envoy") && transcript.contains("LIVE after"), "Envoy started:\n{transcript}");
+    for (who, outcome) in [("alice", "DELIVERED"), ("bob", "DELIVERED"), ("carol", "REFUNDED"), ("dave", "PAYMENT_DECLINED")] {
+        assert!(
+            transcript.lines().any(|l| l.contains(who) && l.contains(outcome)),
+            "{who} {outcome} through Envoy:\n{transcript}"
+        );
+    }
+
+    // An operator slows payment down through the mesh, and sees it.
+    let set = foodmesh(home.path(), &["faults", "--latency-ms", "20-40", "--max-concurrent", "4"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let shown = String::from_utf8_lossy(&foodmesh(home.path(), &["faults"]).stdout).into_owned();
+    assert!(shown.contains("+20-40 ms per charge") && shown.contains("at most 4 charges at once"), "{shown}");
+    let placed = foodmesh(home.path(), &["place", "--customer", "erin", "--store", "seoul-bbq", "--item", "bulgogi"]);
+    assert!(placed.status.success(), "{}", String::from_utf8_lossy(&placed.stderr));
+    let circuit = String::from_utf8_lossy(&foodmesh(home.path(), &["circuit"]).stdout).into_owned();
+    assert!(circuit.contains("CLOSED") && circuit.contains("limit 32"), "{circuit}");
+    let off = foodmesh(home.path(), &["faults", "--off"]);
+    assert!(String::from_utf8_lossy(&off.stdout).contains("no extra latency"), "{}", String::from_utf8_lossy(&off.stdout));
+
+    // Every charge went through Envoy's payment cluster.
+    let stats = std::fs::read_to_string(home.path().join("mesh.json")).expect("endpoints");
+    let admin: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    let admin = admin["envoy_admin"].as_str().expect("envoy_admin").to_owned();
+    let port: u16 = admin.rsplit(':').next().and_then(|p| p.parse().ok()).expect("admin port");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let text = runtime
+        .block_on(foodmesh_mesh::process::admin_get(port, "/stats?filter=^cluster.payment-v1.upstream_rq_total$"))
+        .expect("Envoy's admin answers");
+    let charges: u64 = text.split(':').nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    assert!(charges >= 5, "4 demo charges and erin's went through Envoy: {text}");
+
+    Command::new("kill").args(["-INT", &running.id().to_string()]).status().expect("kill runs");
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    assert!(running.wait().expect("exits").success());
+    assert_eq!(rest.last().map(String::as_str), Some("foodmesh: stopped"), "{rest:?}");
+    for port in (base..base + 14).chain([nats]) {
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
+    }
+}
