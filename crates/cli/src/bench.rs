@@ -173,6 +173,7 @@ async fn measure(
         timeout_ms: 5000,
         connections: 4,
         json: false,
+        scenario: load::Scenario::Place,
     };
     // Every process of the mesh, NATS included, and this load generator.
     let pids: Vec<(String, Option<u32>)> = mesh

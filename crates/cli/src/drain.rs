@@ -107,6 +107,7 @@ async fn measure(home: &Home, options: &LocalOptions, mesh: &mut LocalMesh, args
         timeout_ms: 5000,
         connections: 4,
         json: false,
+        scenario: load::Scenario::Place,
     };
     let placed = load::drive(home, &mesh.endpoints.order, &load_args, None).await?;
     if placed.successes != args.orders {

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use foodmesh_platform::{auth::Principal, grpc::authed};
-use foodmesh_proto::order::v1::{PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient};
+use foodmesh_proto::order::v1::{ListOrdersRequest, PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -49,6 +49,33 @@ pub struct LoadArgs {
     /// Also print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// What each request does.
+    #[arg(long, value_enum, default_value_t = Scenario::Place)]
+    pub scenario: Scenario,
+}
+
+/// What the load does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// PlaceOrder, one menu item from one of three stores, paid with the test card.
+    Place,
+    /// ListOrders of the customer (reads from order's own view).
+    Read,
+    /// One PlaceOrder in five, ListOrders otherwise: an app where people
+    /// mostly look at their orders.
+    Mixed,
+}
+
+/// One request: when it was due (from the start), how long its answer took,
+/// and whether it succeeded.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was sent (scheduled, with --rate), from the start of the run.
+    pub sent: Duration,
+    /// From then to its answer.
+    pub latency: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
 }
 
 /// What a load run measured.
@@ -62,7 +89,7 @@ pub struct LoadReport {
     pub failures: BTreeMap<String, u64>,
     /// Wall time of the run, seconds.
     pub elapsed_secs: f64,
-    /// Successful transactions per second.
+    /// Successful transactions per second (placed orders/s with `place`).
     pub rate: f64,
     /// Successes / transactions, percent.
     pub availability_pct: f64,
@@ -148,6 +175,20 @@ pub async fn drive(
     args: &LoadArgs,
     placed: Option<mpsc::UnboundedSender<(String, Instant)>>,
 ) -> Result<LoadReport> {
+    Ok(drive_all(home, order_addr, args, placed).await?.0)
+}
+
+/// Drives the load and returns every request's [`Sample`] too.
+pub async fn drive_with_samples(home: &Home, order_addr: &str, args: &LoadArgs) -> Result<(LoadReport, Vec<Sample>)> {
+    drive_all(home, order_addr, args, None).await
+}
+
+async fn drive_all(
+    home: &Home,
+    order_addr: &str,
+    args: &LoadArgs,
+    placed: Option<mpsc::UnboundedSender<(String, Instant)>>,
+) -> Result<(LoadReport, Vec<Sample>)> {
     if !order_addr.starts_with("127.") && !order_addr.starts_with("localhost") && !order_addr.starts_with("[::1]") {
         bail!("load is only driven against loopback endpoints, not {order_addr}");
     }
@@ -166,6 +207,7 @@ pub async fn drive(
     let limit = args.requests.unwrap_or(u64::MAX);
     let rate = args.rate.filter(|r| *r > 0.0);
     let timeout = Duration::from_millis(args.timeout_ms);
+    let scenario = args.scenario;
 
     let progress = {
         let (ok, failed) = (ok.clone(), failed.clone());
@@ -174,7 +216,7 @@ pub async fn drive(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
                 let secs = started.elapsed().as_secs_f64();
-                eprint!("\r  {secs:6.1}s  {ok:>8} placed  {failed:>6} failed  {:>8.1}/s ", ok as f64 / secs);
+                eprint!("\r  {secs:6.1}s  {ok:>8} ok      {failed:>6} failed  {:>8.1}/s ", ok as f64 / secs);
             }
         })
     };
@@ -202,26 +244,43 @@ pub async fn drive(
                     }
                     None => Instant::now(),
                 };
-                let (store, item) = ORDERS[(n % ORDERS.len() as u64) as usize];
-                let request = place_request(&uuid::Uuid::new_v4().to_string(), store, &[(item, 1 + (n % 3) as i32)], "tok_visa");
-                let mut request = authed(request, &tokens[(n % tokens.len() as u64) as usize]);
-                request.set_timeout(timeout);
-                let result = tokio::time::timeout(timeout, client.place_order(request)).await;
-                samples.push(scheduled.elapsed());
+                let token = &tokens[(n % tokens.len() as u64) as usize];
+                let place = match scenario {
+                    Scenario::Place => true,
+                    Scenario::Read => false,
+                    Scenario::Mixed => n % 5 == 0,
+                };
+                let result = if place {
+                    let (store, item) = ORDERS[(n % ORDERS.len() as u64) as usize];
+                    let request =
+                        place_request(&uuid::Uuid::new_v4().to_string(), store, &[(item, 1 + (n % 3) as i32)], "tok_visa");
+                    let mut request = authed(request, token);
+                    request.set_timeout(timeout);
+                    match tokio::time::timeout(timeout, client.place_order(request)).await {
+                        Ok(Ok(reply)) => Ok(reply.into_inner().order.map(|o| o.order_id)),
+                        Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                        Err(_) => Err("ClientTimeout".to_owned()),
+                    }
+                } else {
+                    let mut request = authed(ListOrdersRequest { page_size: 10, ..ListOrdersRequest::default() }, token);
+                    request.set_timeout(timeout);
+                    match tokio::time::timeout(timeout, client.list_orders(request)).await {
+                        Ok(Ok(_)) => Ok(None),
+                        Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                        Err(_) => Err("ClientTimeout".to_owned()),
+                    }
+                };
+                samples.push(Sample { sent: scheduled - started, latency: scheduled.elapsed(), ok: result.is_ok() });
                 match result {
-                    Ok(Ok(reply)) => {
+                    Ok(order_id) => {
                         ok.fetch_add(1, Ordering::Relaxed);
-                        if let (Some(placed), Some(order)) = (&placed, reply.into_inner().order) {
-                            let _ = placed.send((order.order_id, Instant::now()));
+                        if let (Some(placed), Some(order_id)) = (&placed, order_id) {
+                            let _ = placed.send((order_id, Instant::now()));
                         }
                     }
-                    Ok(Err(status)) => {
+                    Err(code) => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        *failures.entry(format!("{:?}", status.code())).or_default() += 1;
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        *failures.entry("ClientTimeout".to_owned()).or_default() += 1;
+                        *failures.entry(code).or_default() += 1;
                     }
                 }
             }
@@ -243,15 +302,18 @@ pub async fn drive(
     }
     let successes = ok.load(Ordering::Relaxed);
     let transactions = samples.len() as u64;
-    Ok(LoadReport {
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    let report = LoadReport {
         transactions,
         successes,
         failures,
         elapsed_secs: elapsed,
         rate: successes as f64 / elapsed,
         availability_pct: if transactions == 0 { 0.0 } else { 100.0 * successes as f64 / transactions as f64 },
-        latency_ms: Percentiles::of(&mut samples),
-    })
+        latency_ms: Percentiles::of(&mut latencies),
+    };
+    samples.sort_by_key(|s| s.sent);
+    Ok((report, samples))
 }
 
 /// Prints a siege-style summary.
@@ -260,7 +322,7 @@ pub fn print_report(r: &LoadReport) {
     println!("Transactions:               {:>10}", r.transactions);
     println!("Availability:               {:>10.2} %", r.availability_pct);
     println!("Elapsed time:               {:>10.2} s", r.elapsed_secs);
-    println!("Transaction rate:           {:>10.1} placed orders/s", r.rate);
+    println!("Transaction rate:           {:>10.1} successful requests/s", r.rate);
     println!("Response time mean:         {:>10.2} ms", l.mean);
     println!("Response time p50/p90/p99:  {:>7.2} / {:.2} / {:.2} ms", l.p50, l.p90, l.p99);
     println!("Longest transaction:        {:>10.2} ms", l.max);

@@ -343,6 +343,14 @@ impl LocalMesh {
         }
     }
 
+    /// Kills one service with SIGKILL: no drain, as in a crash.
+    pub async fn kill_service(&mut self, name: &str) {
+        if let Some(i) = self.processes.iter().position(|p| p.name == name) {
+            let mut process = self.processes.remove(i);
+            let _ = process.child.kill().await;
+        }
+    }
+
     /// Starts a stopped service again with its data; returns once it is
     /// SERVING, with the time that took from spawn.
     pub async fn start_service(&mut self, home: &Home, options: &LocalOptions, name: &str) -> Result<Duration> {

@@ -17,6 +17,7 @@ mod home;
 mod load;
 mod local;
 mod ops;
+mod resilience;
 mod show;
 
 /// foodmesh: a food-delivery platform as a gRPC service mesh.
@@ -194,6 +195,10 @@ enum Command {
     /// Start a fresh mesh, stop the store, place a backlog of orders, start
     /// the store again and time how fast it catches up.
     BenchDrain(drain::DrainArgs),
+    /// The reference load test with payment slowed and capacity-limited:
+    /// unprotected, with order's breaker, and through the Envoy mesh; then
+    /// payment killed under load and started again.
+    BenchResilience(resilience::ResilienceArgs),
 }
 
 /// What to do with parked messages.
@@ -322,6 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
         Command::BenchDrain(args) => drain::run(&args).await,
+        Command::BenchResilience(args) => resilience::run(&args).await,
     }
 }
 

@@ -1,12 +1,13 @@
 //! The outbound adapter to the payment service: a tower stack around the gRPC
 //! client. From the outside in:
 //!
-//! 1. load shedding: when the concurrency limit is reached, the call is
-//!    refused at once instead of queueing behind calls that are already slow;
+//! 1. a concurrency limit with load shedding: at most `max_in_flight`
+//!    charges at payment; one more waits up to `max_wait` for a slot (a
+//!    burst), then is refused instead of queueing behind calls that are
+//!    already slow (an overload);
 //! 2. a circuit breaker: after consecutive failures it refuses at once for a
 //!    cool-down, then lets one probe through;
-//! 3. a concurrency limit: at most `max_in_flight` charges at payment;
-//! 4. the call itself, with a deadline from config that never outlives the
+//! 3. the call itself, with a deadline from config that never outlives the
 //!    caller's own (sent on as grpc-timeout, so payment gives up too).
 //!
 //! A refusal by 1 or 2 costs the customer a few milliseconds and an
@@ -24,17 +25,17 @@ use std::{
 use foodmesh_platform::{
     breaker::{self, Breaker, BreakerLayer, BreakerSettings},
     convert,
+    shed::{Overloaded, ShedLayer},
 };
 use foodmesh_proto::payment::v1::{ChargeRequest as PbCharge, payment_service_client::PaymentServiceClient};
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
 use tonic::{
     Code,
     metadata::MetadataValue,
     transport::{Channel, Endpoint},
 };
 use tonic_types::StatusExt;
-use tower::{BoxError, ServiceBuilder, ServiceExt, limit::GlobalConcurrencyLimitLayer, util::BoxCloneSyncService};
+use tower::{BoxError, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
 use crate::app::{ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, PaymentLoad};
 
@@ -45,6 +46,8 @@ pub struct Protection {
     pub timeout: Duration,
     /// Charges in flight at once; beyond, calls are shed. 0: no limit.
     pub max_in_flight: usize,
+    /// How long a call waits for a free slot before it is shed.
+    pub max_wait: Duration,
     /// The circuit breaker.
     pub breaker: BreakerSettings,
 }
@@ -62,7 +65,7 @@ struct Call {
 pub struct GrpcPaymentGateway {
     stack: BoxCloneSyncService<Call, ChargeOutcome, BoxError>,
     breaker: Arc<Breaker>,
-    slots: Option<Arc<Semaphore>>,
+    shed: Option<ShedLayer>,
     protection: Protection,
     shed_total: Arc<AtomicU64>,
 }
@@ -90,24 +93,21 @@ impl GrpcPaymentGateway {
             .connect_lazy();
         let client = PaymentServiceClient::new(channel);
         let breaker = Breaker::new("payment", protection.breaker);
-        let slots = (protection.max_in_flight > 0).then(|| Arc::new(Semaphore::new(protection.max_in_flight)));
+        let shed = (protection.max_in_flight > 0).then(|| ShedLayer::new(protection.max_in_flight, protection.max_wait));
         let call = tower::service_fn(move |call: Call| charge(client.clone(), call));
-        let stack = ServiceBuilder::new()
-            .load_shed()
-            .layer(BreakerLayer::new(breaker.clone(), failed))
-            .option_layer(slots.clone().map(GlobalConcurrencyLimitLayer::with_semaphore))
-            .service(call);
+        let stack =
+            ServiceBuilder::new().option_layer(shed.clone()).layer(BreakerLayer::new(breaker.clone(), failed)).service(call);
         Ok(Self {
             stack: BoxCloneSyncService::new(stack.map_err(BoxError::from)),
             breaker,
-            slots,
+            shed,
             protection,
             shed_total: Arc::default(),
         })
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.as_ref().map_or(0, |s| self.protection.max_in_flight.saturating_sub(s.available_permits()))
+        self.shed.as_ref().map_or(0, ShedLayer::in_flight)
     }
 }
 
@@ -143,7 +143,7 @@ impl PaymentGateway for GrpcPaymentGateway {
                     Ok(gateway) => *gateway,
                     Err(err) => match err.downcast::<breaker::Open>() {
                         Ok(open) => GatewayError::Unavailable { why: open.to_string(), retry_after: Some(open.retry_after) },
-                        Err(err) if err.is::<tower::load_shed::error::Overloaded>() => {
+                        Err(err) if err.is::<Overloaded>() => {
                             self.shed_total.fetch_add(1, Ordering::Relaxed);
                             GatewayError::Unavailable {
                                 why: format!("{} charges already in flight", self.protection.max_in_flight),
@@ -158,14 +158,9 @@ impl PaymentGateway for GrpcPaymentGateway {
     }
 
     fn refuses_now(&self) -> Option<Duration> {
-        if let Some(open) = self.breaker.refuses_now() {
-            return Some(open);
-        }
-        let full = self.slots.as_ref().is_some_and(|s| s.available_permits() == 0);
-        if full {
-            self.shed_total.fetch_add(1, Ordering::Relaxed);
-        }
-        full.then_some(SHED_RETRY_AFTER)
+        // Only an open circuit is certain; a full limit may free a slot
+        // within the wait.
+        self.breaker.refuses_now()
     }
 
     fn load(&self) -> PaymentLoad {

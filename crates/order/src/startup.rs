@@ -61,8 +61,11 @@ pub struct PaymentSettings {
     /// The longest a charge may take.
     #[serde(deserialize_with = "config::millis", rename = "timeout_ms")]
     pub timeout: Duration,
-    /// Charges in flight at once; beyond, PlaceOrder is refused at once. 0: no limit.
+    /// Charges in flight at once; beyond, PlaceOrder is refused. 0: no limit.
     pub max_in_flight: usize,
+    /// How long a charge waits for a free slot before it is refused.
+    #[serde(deserialize_with = "config::millis", rename = "max_wait_ms")]
+    pub max_wait: Duration,
     /// The circuit breaker in front of payment.
     pub breaker: PaymentBreakerSettings,
 }
@@ -85,6 +88,7 @@ impl PaymentSettings {
         Protection {
             timeout: self.timeout,
             max_in_flight: self.max_in_flight,
+            max_wait: self.max_wait,
             breaker: BreakerSettings {
                 enabled: self.breaker.enabled,
                 failure_threshold: self.breaker.failure_threshold.max(1),

@@ -15,6 +15,7 @@
 //! - [`outbox`] and [`inbox`]: publish exactly what was committed; apply each event once.
 //! - [`consumer`]: durable pull consumers that hand batches to a service.
 //! - [`dead_letter`]: where consumers park messages they gave up on, and their replay.
+//! - [`shed`]: load shedding (a concurrency limit with a bounded wait) as a tower layer.
 //! - [`money`], [`time`], [`validation`], [`paging`]: plain-Rust building blocks for domain code.
 //! - [`convert`]: those building blocks to and from their protobuf forms.
 //! - `testing` (feature `testing`): real nats-server and PostgreSQL for tests.
@@ -36,6 +37,7 @@ pub mod messaging;
 pub mod money;
 pub mod outbox;
 pub mod paging;
+pub mod shed;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
