@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use foodmesh_platform::{auth::Principal, grpc::authed};
 use foodmesh_proto::{
-    order::v1::{CircuitState, GetPaymentCircuitRequest, circuit_service_client::CircuitServiceClient},
+    order::v1::{
+        CircuitState, GetPaymentCircuitRequest, GetPaymentCircuitResponse, circuit_service_client::CircuitServiceClient,
+    },
     payment::v1::{Faults, GetFaultsRequest, SetFaultsRequest, fault_service_client::FaultServiceClient},
 };
 use tonic::transport::Channel;
@@ -117,6 +119,12 @@ fn describe(f: &Faults) -> String {
     format!("{latency}, {:.0}% refused, {slots}", f.failure_rate * 100.0)
 }
 
+/// Order's payment circuit at `addr`, as an operator sees it.
+pub async fn payment_circuit(home: &Home, addr: &str) -> Result<GetPaymentCircuitResponse> {
+    let mut client = CircuitServiceClient::new(client(addr)?);
+    Ok(client.get_payment_circuit(authed(GetPaymentCircuitRequest {}, &operator(home)?)).await?.into_inner())
+}
+
 /// `foodmesh circuit`: order's circuit breaker in front of payment.
 pub async fn circuit(home: &Home, order: Option<String>) -> Result<()> {
     let addr = match order {
@@ -128,8 +136,7 @@ pub async fn circuit(home: &Home, order: Option<String>) -> Result<()> {
             e.order_direct.unwrap_or(e.order)
         }
     };
-    let mut client = CircuitServiceClient::new(client(&addr)?);
-    let c = client.get_payment_circuit(authed(GetPaymentCircuitRequest {}, &operator(home)?)).await?.into_inner();
+    let c = payment_circuit(home, &addr).await?;
     let state = match c.state() {
         CircuitState::Closed => "CLOSED",
         CircuitState::Open => "OPEN",

@@ -52,6 +52,12 @@ pub struct ResilienceArgs {
     /// Each client request's deadline, ms.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// The payment-killed run offers this many PlaceOrder/s (open loop, at
+    /// most `concurrency` in flight): the benchmark's sustained rate, so the
+    /// reply time while payment is down is the breaker's, not a saturated
+    /// machine's queue.
+    #[arg(long, default_value_t = 500.0)]
+    pub kill_rate: f64,
     /// Which runs: any of unprotected, breaker, mesh, kill (comma-separated).
     #[arg(long, default_value = "unprotected,breaker,mesh,kill")]
     pub runs: String,
@@ -86,6 +92,10 @@ struct RunReport {
     max_charges_per_order: usize,
     /// Requests answered after their deadline (client-side timeout).
     past_deadline: u64,
+    /// Order's payment circuit at the end: times opened, calls refused open, calls shed.
+    circuit_opened: u64,
+    refused_open: u64,
+    shed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,13 +188,15 @@ async fn one_run(args: &ResilienceArgs, name: &str, capacity: f64) -> Result<Run
             load::drive_with_samples(&home, &mesh.endpoints.order, &load_args(args, args.duration_secs)).await?;
         // Let the reconciler finish any charge whose caller gave up.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let order = mesh.endpoints.order_direct.clone().unwrap_or_else(|| mesh.endpoints.order.clone());
+        let circuit = crate::ops::payment_circuit(&home, &order).await?;
         let audit = audit(&home).await?;
-        Ok::<_, anyhow::Error>((load, samples, audit))
+        Ok::<_, anyhow::Error>((load, samples, audit, circuit))
     }
     .await;
     mesh.stop(&home).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let (load, samples, audit) = outcome?;
+    let (load, samples, audit, circuit) = outcome?;
     let (mut ok, mut refused): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     let mut past_deadline = 0;
     for sample in samples {
@@ -211,6 +223,9 @@ async fn one_run(args: &ResilienceArgs, name: &str, capacity: f64) -> Result<Run
         captured_without_order: audit.orphans,
         max_charges_per_order: audit.max_charges,
         past_deadline,
+        circuit_opened: circuit.opened_total,
+        refused_open: circuit.rejected_open_total,
+        shed: circuit.rejected_shed_total,
     })
 }
 
@@ -220,12 +235,12 @@ async fn kill_run(args: &ResilienceArgs) -> Result<KillReport> {
     // Payment at full speed: this run is about payment being gone.
     let mut options = options(args, "breaker");
     options.service_env.clear();
-    eprintln!("bench-resilience: payment killed under load ({} clients), then started again", args.concurrency);
+    eprintln!("bench-resilience: payment killed under {}/s of PlaceOrder, then started again", args.kill_rate);
     let mut mesh = LocalMesh::start(&home, &options).await?;
     let outcome = async {
         let total = Duration::from_secs(20);
         let order = mesh.endpoints.order.clone();
-        let driven = load_args(args, total.as_secs());
+        let driven = LoadArgs { rate: Some(args.kill_rate), ..load_args(args, total.as_secs()) };
         let load = load::drive_with_samples(&home, &order, &driven);
         tokio::pin!(load);
         let started = Instant::now();
@@ -366,7 +381,7 @@ fn print(args: &ResilienceArgs, capacity: f64, reports: &[RunReport], kill: Opti
     for r in reports {
         let failures: Vec<String> = r.load.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
-            "  {:<12} successes p50/p99 {:.1}/{:.1} ms; refusals p50/p99/max {:.2}/{:.2}/{:.2} ms; failures: {}; orders {} captured {} orphans {}",
+            "  {:<12} successes p50/p99 {:.1}/{:.1} ms; refusals p50/p99/max {:.2}/{:.2}/{:.2} ms; failures: {}; orders {} captured {} orphans {}; order's circuit opened {} times, refused {} while open, shed {}",
             r.name,
             r.success_latency_ms.p50,
             r.success_latency_ms.p99,
@@ -376,13 +391,17 @@ fn print(args: &ResilienceArgs, capacity: f64, reports: &[RunReport], kill: Opti
             if failures.is_empty() { "none".to_owned() } else { failures.join(", ") },
             r.orders,
             r.captured_payments,
-            r.captured_without_order
+            r.captured_without_order,
+            r.circuit_opened,
+            r.refused_open,
+            r.shed
         );
     }
     if let Some(k) = kill {
         println!(
-            "payment killed for {:.1} s under load: replies while down p50/p99/max {:.2}/{:.2}/{:.2} ms ({} refused, {} placed); first order placed {:.0} ms after payment was SERVING again; unpaid {}; max charges per order {}",
+            "payment killed for {:.1} s under {}/s: replies while down p50/p99/max {:.2}/{:.2}/{:.2} ms ({} refused, {} placed); first order placed {:.0} ms after payment was SERVING again; unpaid {}; max charges per order {}",
             k.down_for_secs,
+            args.kill_rate,
             k.reply_while_down_ms.p50,
             k.reply_while_down_ms.p99,
             k.reply_while_down_ms.max,
