@@ -155,3 +155,36 @@ async fn payment_faults_are_for_operators_and_checked() {
     place(&mesh, "dave", "refused").await.expect("the same request, once payment is back");
     mesh.assert_invariants().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_travels_to_payment_which_gives_up_too() {
+    // Order would wait 2 s; the caller gives it 400 ms, and payment takes 3 s.
+    let mesh = Mesh::start_with(MeshOptions {
+        order_env: vec![("FOODMESH_PAYMENT__TIMEOUT_MS".into(), "2000".into())],
+        ..MeshOptions::default()
+    })
+    .await;
+    mesh.set_payment_faults(Faults { latency_min_ms: 3000, latency_max_ms: 3000, ..Faults::default() }).await;
+    let mut request = authed(place_request("short", "seoul-bbq", &[("bulgogi", 1)], "tok_visa"), &mesh.customer("erin"));
+    request.set_timeout(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let status = mesh.order().place_order(request).await.expect_err("no time to charge");
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled), "{status:?}");
+    // Payment heard the same deadline (grpc-timeout) and dropped the charge
+    // long before its 3 s of latency were over: nothing in flight, nothing stored.
+    let operator = mesh.keys.operator();
+    let in_flight = || async {
+        let faults = mesh.payment_faults().get_faults(authed(GetFaultsRequest {}, &operator)).await.expect("get");
+        faults.into_inner().charges_in_flight
+    };
+    foodmesh_platform::testing::eventually(Duration::from_millis(1500), "payment drops the abandoned charge", || async {
+        (in_flight().await == 0).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "payment gave up before its latency ended");
+    mesh.set_payment_faults(Faults::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(order_count(&mesh, "erin").await, 0);
+    let report = mesh.assert_invariants().await;
+    assert_eq!(report.payments, 0, "no charge was made: {report:?}");
+}
