@@ -52,6 +52,15 @@ pub struct Endpoints {
     pub envoy_admin: Option<String>,
 }
 
+/// Refuses an address that is not on loopback: the load generator and the
+/// operator commands only ever talk to a local mesh.
+pub fn ensure_loopback(addr: &str, who: &str) -> Result<()> {
+    if !addr.starts_with("127.") && !addr.starts_with("localhost") && !addr.starts_with("[::1]") {
+        bail!("{who} only talk to loopback endpoints, not {addr}");
+    }
+    Ok(())
+}
+
 /// The home directory.
 #[derive(Debug, Clone)]
 pub struct Home {

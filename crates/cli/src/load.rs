@@ -11,14 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use foodmesh_platform::{auth::Principal, grpc::authed};
 use foodmesh_proto::order::v1::{ListOrdersRequest, PlaceOrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::home::Home;
+use crate::home::{Home, ensure_loopback};
 
 /// What to drive.
 #[derive(Debug, Clone, clap::Args)]
@@ -189,9 +189,7 @@ async fn drive_all(
     args: &LoadArgs,
     placed: Option<mpsc::UnboundedSender<(String, Instant)>>,
 ) -> Result<(LoadReport, Vec<Sample>)> {
-    if !order_addr.starts_with("127.") && !order_addr.starts_with("localhost") && !order_addr.starts_with("[::1]") {
-        bail!("load is only driven against loopback endpoints, not {order_addr}");
-    }
+    ensure_loopback(order_addr, "load runs")?;
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..args.customers.max(1))
             .map(|i| home.bearer(&Principal::Customer { customer_id: format!("load-{i}") }))

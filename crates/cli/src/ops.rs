@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use foodmesh_platform::{auth::Principal, grpc::authed};
 use foodmesh_proto::{
     order::v1::{
@@ -12,7 +12,7 @@ use foodmesh_proto::{
 };
 use tonic::transport::Channel;
 
-use crate::home::Home;
+use crate::home::{Home, ensure_loopback};
 
 /// What to change in payment's faults; unset flags keep their current value.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -65,9 +65,7 @@ impl FaultArgs {
 }
 
 fn client(addr: &str) -> Result<Channel> {
-    if !addr.starts_with("127.") && !addr.starts_with("localhost") && !addr.starts_with("[::1]") {
-        bail!("operator commands only talk to loopback endpoints, not {addr}");
-    }
+    ensure_loopback(addr, "operator commands")?;
     Ok(Channel::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(2)).connect_lazy())
 }
 
