@@ -110,15 +110,10 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     let home = Home::open(&dir)?;
     let step = Duration::from_millis(args.kitchen_step_ms);
     let options = LocalOptions {
-        base_port: args.base_port,
-        nats_port: args.nats_port,
         kitchen_step: Some(step),
-        log_filter: "warn".to_owned(),
-        extra_env: Vec::new(),
         worker_threads: args.worker_threads,
         pin_cpus: !args.no_pin,
-        mesh: false,
-        service_env: Vec::new(),
+        ..LocalOptions::benchmark(args.base_port, args.nats_port)
     };
     eprintln!("bench: starting a fresh mesh in {}", dir.display());
     let mesh = LocalMesh::start(&home, &options).await?;

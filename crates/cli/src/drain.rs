@@ -58,17 +58,7 @@ struct DrainReport {
 pub async fn run(args: &DrainArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("foodmesh-drain-{}", std::process::id()));
     let home = Home::open(&dir)?;
-    let options = LocalOptions {
-        base_port: args.base_port,
-        nats_port: args.nats_port,
-        kitchen_step: None,
-        log_filter: "warn".to_owned(),
-        extra_env: Vec::new(),
-        worker_threads: 1,
-        pin_cpus: true,
-        mesh: false,
-        service_env: Vec::new(),
-    };
+    let options = LocalOptions::benchmark(args.base_port, args.nats_port);
     eprintln!("bench-drain: starting a fresh mesh in {}", dir.display());
     let mut mesh = LocalMesh::start(&home, &options).await?;
     let outcome = measure(&home, &options, &mut mesh, args).await;

@@ -53,6 +53,22 @@ const MESH_SHIFT: u16 = 10;
 const ENVOY_ADMIN_OFFSET: u16 = 9;
 
 impl LocalOptions {
+    /// A benchmark's mesh: quiet logs, one worker thread per service, each
+    /// service pinned, no kitchen, no Envoy; callers change what they measure.
+    pub fn benchmark(base_port: u16, nats_port: u16) -> Self {
+        LocalOptions {
+            base_port,
+            nats_port,
+            kitchen_step: None,
+            log_filter: "warn".to_owned(),
+            extra_env: Vec::new(),
+            worker_threads: 1,
+            pin_cpus: true,
+            mesh: false,
+            service_env: Vec::new(),
+        }
+    }
+
     /// The port the service at `offset` listens on.
     fn service_port(&self, offset: u16) -> u16 {
         self.base_port + offset + if self.mesh { MESH_SHIFT } else { 0 }

@@ -151,17 +151,7 @@ fn options(args: &ResilienceArgs, name: &str) -> LocalOptions {
         "mesh" => service_env.extend([order("MAX_IN_FLIGHT", "0"), order("BREAKER__ENABLED", "false")]),
         _ => {}
     }
-    LocalOptions {
-        base_port: args.base_port,
-        nats_port: args.nats_port,
-        kitchen_step: None,
-        log_filter: "warn".to_owned(),
-        extra_env: Vec::new(),
-        worker_threads: 1,
-        pin_cpus: true,
-        mesh: name == "mesh",
-        service_env,
-    }
+    LocalOptions { mesh: name == "mesh", service_env, ..LocalOptions::benchmark(args.base_port, args.nats_port) }
 }
 
 fn load_args(args: &ResilienceArgs, duration_secs: u64) -> LoadArgs {
