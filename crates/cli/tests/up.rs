@@ -6,9 +6,9 @@
 //! (`cargo build --workspace --bins`; scripts/test does it).
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Lines},
     net::TcpListener,
-    process::{Command, Output, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
 };
 
 fn free_ports(count: u16, from: u16) -> u16 {
@@ -23,6 +23,49 @@ fn free_ports(count: u16, from: u16) -> u16 {
 
 fn foodmesh(home: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_foodmesh")).arg("--home").arg(home).args(args).output().expect("foodmesh runs")
+}
+
+/// A `foodmesh up` left running: the process, the rest of its output, and
+/// what it printed until it said it was running.
+struct Running {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    transcript: String,
+}
+
+/// Starts `foodmesh up` with `args` and reads its output until `foodmesh: running`.
+fn start_up(home: &std::path::Path, args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foodmesh"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("foodmesh up runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut transcript = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        if line.starts_with("foodmesh: running") {
+            break;
+        }
+    }
+    Running { child, lines, transcript }
+}
+
+/// Ctrl-C: it must say it stopped, exit with success and free every port.
+fn stop_up(running: Running, ports: impl IntoIterator<Item = u16>) {
+    let Running { mut child, lines, .. } = running;
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    assert!(child.wait().expect("exits").success());
+    assert_eq!(rest.last().map(String::as_str), Some("foodmesh: stopped"), "{rest:?}");
+    for port in ports {
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
+    }
 }
 
 #[test]
@@ -58,24 +101,8 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     // Second run on the same home: stays up until Ctrl-C (SIGINT).
     let mut args: Vec<&str> = up.to_vec();
     args.retain(|a| *a != "--exit-after-demo");
-    let mut running = Command::new(env!("CARGO_BIN_EXE_foodmesh"))
-        .arg("--home")
-        .arg(home.path())
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("foodmesh up runs");
-    let mut lines = BufReader::new(running.stdout.take().expect("stdout")).lines();
-    let mut transcript = String::new();
-    for line in lines.by_ref() {
-        let line = line.expect("utf-8");
-        transcript.push_str(&line);
-        transcript.push('\n');
-        if line.starts_with("foodmesh: running") {
-            break;
-        }
-    }
+    let running = start_up(home.path(), &args);
+    let transcript = &running.transcript;
     assert!(transcript.contains("foodmesh: running"), "the mesh stays up after the demo:\n{transcript}");
 
     let history = foodmesh(home.path(), &["orders", "--customer", "alice"]);
@@ -84,13 +111,7 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     let token = foodmesh(home.path(), &["token", "--customer", "alice"]);
     assert_eq!(String::from_utf8_lossy(&token.stdout).trim().split('.').count(), 3, "a JWT");
 
-    Command::new("kill").args(["-INT", &running.id().to_string()]).status().expect("kill runs");
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    assert!(running.wait().expect("exits").success());
-    assert_eq!(rest.last().map(String::as_str), Some("foodmesh: stopped"), "{rest:?}");
-    for port in [base, base + 1, base + 2, base + 3, nats] {
-        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
-    }
+    stop_up(running, [base, base + 1, base + 2, base + 3, nats]);
 }
 
 #[test]
@@ -101,24 +122,8 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
     let nats = free_ports(1, base + 14);
     let (base_port, nats_port) = (base.to_string(), nats.to_string());
     let up = ["up", "--mesh", "--demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
-    let mut running = Command::new(env!("CARGO_BIN_EXE_foodmesh"))
-        .arg("--home")
-        .arg(home.path())
-        .args(up)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("foodmesh up --mesh runs");
-    let mut lines = BufReader::new(running.stdout.take().expect("stdout")).lines();
-    let mut transcript = String::new();
-    for line in lines.by_ref() {
-        let line = line.expect("utf-8");
-        transcript.push_str(&line);
-        transcript.push('\n');
-        if line.starts_with("foodmesh: running") {
-            break;
-        }
-    }
+    let running = start_up(home.path(), &up);
+    let transcript = &running.transcript;
     assert!(transcript.contains("envoy") && transcript.contains("LIVE after"), "Envoy started:\n{transcript}");
     for (who, outcome) in [("alice", "DELIVERED"), ("bob", "DELIVERED"), ("carol", "REFUNDED"), ("dave", "PAYMENT_DECLINED")] {
         assert!(
@@ -151,11 +156,5 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
     let charges: u64 = text.split(':').nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     assert!(charges >= 5, "4 demo charges and erin's went through Envoy: {text}");
 
-    Command::new("kill").args(["-INT", &running.id().to_string()]).status().expect("kill runs");
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    assert!(running.wait().expect("exits").success());
-    assert_eq!(rest.last().map(String::as_str), Some("foodmesh: stopped"), "{rest:?}");
-    for port in (base..base + 14).chain([nats]) {
-        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
-    }
+    stop_up(running, (base..base + 14).chain([nats]));
 }
