@@ -411,19 +411,11 @@ async fn start_envoy(home: &Home, options: &LocalOptions) -> Result<Process> {
     let path = home.path("envoy.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
     let log = home.path("logs/envoy.log");
-    let args: Vec<String> =
-        ["-c", &path.display().to_string(), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
     let spawned = Instant::now();
-    let child = spawn(&find_tool("envoy")?, &args, &[], &log, home.root())?;
-    loop {
-        if foodmesh_mesh::process::admin_get(admin_port, "/ready").await.is_ok_and(|body| body.trim() == "LIVE") {
-            break;
-        }
-        if spawned.elapsed() > Duration::from_secs(20) {
-            bail!("envoy did not become LIVE within 20 s; see {}", log.display());
+    let child = spawn(&find_tool("envoy")?, &foodmesh_mesh::process::args(&path), &[], &log, home.root())?;
+    while !foodmesh_mesh::process::is_live(admin_port).await {
+        if spawned.elapsed() > foodmesh_mesh::process::LIVE_WITHIN {
+            bail!("envoy did not become LIVE within {:?}; see {}", foodmesh_mesh::process::LIVE_WITHIN, log.display());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -14,6 +14,22 @@ use tokio::{
     process::{Child, Command},
 };
 
+/// How long Envoy may take to become LIVE.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Envoy's command line for the configuration at `config_path`. Several
+/// Envoys may run on one machine (tests in parallel, a local mesh beside
+/// them): no shared-memory hot restart between them, one worker thread.
+pub fn args(config_path: &Path) -> Vec<String> {
+    let config = config_path.display().to_string();
+    ["-c", &config, "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"].map(str::to_owned).to_vec()
+}
+
+/// Whether the Envoy whose admin interface is on `admin_port` says LIVE.
+pub async fn is_live(admin_port: u16) -> bool {
+    admin_get(admin_port, "/ready").await.is_ok_and(|body| body.trim() == "LIVE")
+}
+
 /// A running Envoy; killed when dropped.
 #[derive(Debug)]
 pub struct Envoy {
@@ -34,41 +50,23 @@ impl Envoy {
         std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut command = Command::new(binary);
-        command
-            .arg("-c")
-            .arg(&config_path)
-            // Several Envoys may run on one machine (tests in parallel): no
-            // shared-memory hot restart between them.
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
+        command.args(args(&config_path)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
         #[cfg(unix)]
         command.process_group(0);
         let child = command.spawn()?;
         let mut envoy = Envoy { child, admin_port, config_path, log_path };
         let started = Instant::now();
-        loop {
-            if let Ok(text) = envoy.admin("/ready").await
-                && text.trim() == "LIVE"
-            {
-                return Ok(envoy);
-            }
+        while !is_live(admin_port).await {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 let log = std::fs::read_to_string(&envoy.log_path).unwrap_or_default();
                 return Err(std::io::Error::other(format!("envoy exited ({status}):\n{log}")));
             }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(std::io::Error::other("envoy did not become LIVE within 20 s"));
+            if started.elapsed() > LIVE_WITHIN {
+                return Err(std::io::Error::other(format!("envoy did not become LIVE within {LIVE_WITHIN:?}")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// The process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.id()
+        Ok(envoy)
     }
 
     /// GETs `path` from the admin interface; the body.
@@ -81,14 +79,9 @@ impl Envoy {
         let text = self.admin(&format!("/stats?filter=^{name}$")).await.unwrap_or_default();
         text.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
     }
-
-    /// Stops it (SIGKILL; Envoy holds no state worth draining here).
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
 }
 
-/// A plain HTTP/1.0 GET on loopback: the admin interface needs no more.
+/// A plain HTTP/1.1 GET (`Connection: close`) on loopback: the admin interface needs no more.
 pub async fn admin_get(port: u16, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await?;
