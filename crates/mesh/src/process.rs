@@ -35,8 +35,6 @@ pub async fn is_live(admin_port: u16) -> bool {
 pub struct Envoy {
     child: Child,
     admin_port: u16,
-    /// Its configuration file.
-    pub config_path: PathBuf,
     /// Its log file.
     pub log_path: PathBuf,
 }
@@ -54,7 +52,7 @@ impl Envoy {
         #[cfg(unix)]
         command.process_group(0);
         let child = command.spawn()?;
-        let mut envoy = Envoy { child, admin_port, config_path, log_path };
+        let mut envoy = Envoy { child, admin_port, log_path };
         let started = Instant::now();
         while !is_live(admin_port).await {
             if let Ok(Some(status)) = envoy.child.try_wait() {
