@@ -15,10 +15,7 @@
 //! and keep payment from recovering.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -67,7 +64,6 @@ pub struct GrpcPaymentGateway {
     breaker: Arc<Breaker>,
     shed: Option<ShedLayer>,
     protection: Protection,
-    shed_total: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for GrpcPaymentGateway {
@@ -97,13 +93,7 @@ impl GrpcPaymentGateway {
         let call = tower::service_fn(move |call: Call| charge(client.clone(), call));
         let stack =
             ServiceBuilder::new().option_layer(shed.clone()).layer(BreakerLayer::new(breaker.clone(), failed)).service(call);
-        Ok(Self {
-            stack: BoxCloneSyncService::new(stack.map_err(BoxError::from)),
-            breaker,
-            shed,
-            protection,
-            shed_total: Arc::default(),
-        })
+        Ok(Self { stack: BoxCloneSyncService::new(stack.map_err(BoxError::from)), breaker, shed, protection })
     }
 
     fn in_flight(&self) -> usize {
@@ -143,13 +133,10 @@ impl PaymentGateway for GrpcPaymentGateway {
                     Ok(gateway) => *gateway,
                     Err(err) => match err.downcast::<breaker::Open>() {
                         Ok(open) => GatewayError::Unavailable { why: open.to_string(), retry_after: Some(open.retry_after) },
-                        Err(err) if err.is::<Overloaded>() => {
-                            self.shed_total.fetch_add(1, Ordering::Relaxed);
-                            GatewayError::Unavailable {
-                                why: format!("{} charges already in flight", self.protection.max_in_flight),
-                                retry_after: Some(SHED_RETRY_AFTER),
-                            }
-                        }
+                        Err(err) if err.is::<Overloaded>() => GatewayError::Unavailable {
+                            why: format!("{} charges already in flight", self.protection.max_in_flight),
+                            retry_after: Some(SHED_RETRY_AFTER),
+                        },
                         Err(err) => GatewayError::unavailable(err.to_string()),
                     },
                 }),
@@ -169,7 +156,7 @@ impl PaymentGateway for GrpcPaymentGateway {
             settings: self.breaker.settings(),
             in_flight: self.in_flight(),
             max_in_flight: self.protection.max_in_flight,
-            shed_total: self.shed_total.load(Ordering::Relaxed),
+            shed_total: self.shed.as_ref().map_or(0, ShedLayer::shed_total),
         }
     }
 }

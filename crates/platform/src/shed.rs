@@ -8,7 +8,10 @@
 //! `max_wait` instead of queueing behind calls that are already too slow.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -31,17 +34,23 @@ pub struct ShedLayer {
     slots: Arc<Semaphore>,
     max_in_flight: usize,
     max_wait: Duration,
+    shed: Arc<AtomicU64>,
 }
 
 impl ShedLayer {
     /// At most `max_in_flight` at once, waiting at most `max_wait` for a slot.
     pub fn new(max_in_flight: usize, max_wait: Duration) -> Self {
-        Self { slots: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_wait }
+        Self { slots: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_wait, shed: Arc::default() }
     }
 
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.max_in_flight.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Calls refused so far.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Whether every slot is taken right now.
@@ -82,6 +91,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let (slots, max_wait, max_in_flight) = (self.layer.slots.clone(), self.layer.max_wait, self.layer.max_in_flight);
+        let shed = self.layer.shed.clone();
         // The clone is ready as the original was: tower's usual hand-off.
         let mut inner = self.inner.clone();
         std::mem::swap(&mut inner, &mut self.inner);
@@ -91,7 +101,10 @@ where
                 Err(_) => match tokio::time::timeout(max_wait, slots.acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
                     // Timed out, or (never here) closed.
-                    _ => return Err(Overloaded { max_in_flight }.into()),
+                    _ => {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                        return Err(Overloaded { max_in_flight }.into());
+                    }
                 },
             };
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
@@ -127,6 +140,7 @@ mod tests {
         let refused = svc.clone().oneshot(1).await.expect_err("overloaded");
         assert_eq!(refused.downcast_ref::<Overloaded>(), Some(&Overloaded { max_in_flight: 2 }));
         assert_eq!(started.elapsed(), Duration::from_millis(20));
+        assert_eq!(layer.shed_total(), 1);
         for call in slow {
             call.await.expect("joined").expect("the admitted finish");
         }
