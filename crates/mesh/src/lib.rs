@@ -509,6 +509,13 @@ mod tests {
         list.as_array().expect("a list").iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no {name}"))
     }
 
+    /// The route of `listener` whose match has `key` (`path` or `prefix`) equal to `value`.
+    fn route<'a>(config: &'a Value, listener: &str, key: &str, value: &str) -> &'a Value {
+        let listener = find(&config["static_resources"]["listeners"], listener);
+        let routes = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+        routes.as_array().expect("routes").iter().find(|r| r["match"][key] == value).unwrap_or_else(|| panic!("no route {value}"))
+    }
+
     #[test]
     fn durations_as_istio_writes_them() {
         assert_eq!(duration("2500ms").expect("ms"), Duration::from_millis(2500));
@@ -543,14 +550,7 @@ mod tests {
         assert_eq!(outlier["max_ejection_percent"], od.max_ejection_percent);
         assert_eq!(outlier["base_ejection_time"], envoy_duration(duration(&od.base_ejection_time).expect("d")));
 
-        let listener = find(&config["static_resources"]["listeners"], "payment");
-        let routes = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
-        let charge = routes
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["match"]["path"] == "/foodmesh.payment.v1.PaymentService/Charge")
-            .expect("Charge");
+        let charge = route(&config, "payment", "path", "/foodmesh.payment.v1.PaymentService/Charge");
         let istio = &vs.http[0];
         let retries = istio.retries.as_ref().expect("retries");
         assert_eq!(charge["route"]["retry_policy"]["num_retries"], retries.attempts);
@@ -561,51 +561,27 @@ mod tests {
         );
         assert_eq!(charge["route"]["timeout"], envoy_duration(duration(istio.timeout.as_deref().expect("set")).expect("d")));
         // FaultService is never retried, as payment.yaml says.
-        let ops = routes
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["match"]["prefix"] == "/foodmesh.payment.v1.FaultService/")
-            .expect("ops");
+        let ops = route(&config, "payment", "prefix", "/foodmesh.payment.v1.FaultService/");
         assert!(ops["route"].get("retry_policy").is_none());
     }
 
     #[test]
     fn weights_come_from_istio_unless_a_canary_overrides_them() {
         let config = envoy_config(&local()).expect("renders");
-        let gateway = find(&config["static_resources"]["listeners"], "gateway");
-        let routes = &gateway["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
-        let place = routes
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["match"]["path"] == "/foodmesh.order.v1.OrderService/PlaceOrder")
-            .expect("PlaceOrder");
+        let place = route(&config, "gateway", "path", "/foodmesh.order.v1.OrderService/PlaceOrder");
         // gateway.yaml: 100/0, and a zero weight gets no cluster entry.
         assert_eq!(place["route"]["weighted_clusters"]["clusters"], json!([{"name": "order-v1", "weight": 100}]));
 
         let mut canary = local();
         canary.weights.insert("order".into(), (90, 10));
         let config = envoy_config(&canary).expect("renders");
-        let gateway = find(&config["static_resources"]["listeners"], "gateway");
-        let routes = &gateway["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
-        let reads = routes
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["match"]["prefix"] == "/foodmesh.order.v1.OrderService/")
-            .expect("reads");
+        let reads = route(&config, "gateway", "prefix", "/foodmesh.order.v1.OrderService/");
         assert_eq!(
             reads["route"]["weighted_clusters"]["clusters"],
             json!([{"name": "order-v1", "weight": 90}, {"name": "order-v2", "weight": 10}])
         );
         // A stream route keeps no timeout and no retries.
-        let watch = routes
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["match"]["path"] == "/foodmesh.order.v1.OrderService/WatchOrder")
-            .expect("watch");
+        let watch = route(&config, "gateway", "path", "/foodmesh.order.v1.OrderService/WatchOrder");
         assert_eq!(watch["route"]["timeout"], "0.000s");
         assert!(watch["route"].get("retry_policy").is_none());
     }
