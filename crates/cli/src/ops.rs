@@ -36,11 +36,7 @@ pub struct FaultArgs {
 
 /// Parses `500` or `400-620` into (min, max) milliseconds.
 pub fn latency_range(spec: &str) -> Result<(u32, u32)> {
-    let ms = |s: &str| s.trim().parse::<u32>().map_err(|_| anyhow::anyhow!("--latency-ms {spec:?}: not a number of ms"));
-    match spec.split_once('-') {
-        Some((low, high)) => Ok((ms(low)?, ms(high)?)),
-        None => Ok((ms(spec)?, ms(spec)?)),
-    }
+    foodmesh_platform::config::millis_range(spec).ok_or_else(|| anyhow::anyhow!("--latency-ms {spec:?}: not a number of ms"))
 }
 
 impl FaultArgs {

@@ -61,15 +61,12 @@ fn no_latency() -> String {
 impl FaultSettings {
     /// The run-time faults these settings start with.
     pub fn injected(&self) -> Result<app::FaultSettings, ConfigError> {
-        let bad = |why: &str| ConfigError::Setting(format!("faults.latency_ms = {:?}: {why}", self.latency_ms));
-        let ms = |s: &str| s.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| bad("not a number of milliseconds"));
-        let (latency_min, latency_max) = match self.latency_ms.split_once('-') {
-            Some((low, high)) => (ms(low)?, ms(high)?),
-            None => (ms(&self.latency_ms)?, ms(&self.latency_ms)?),
-        };
+        let (low, high) = config::millis_range(&self.latency_ms).ok_or_else(|| {
+            ConfigError::Setting(format!("faults.latency_ms = {:?}: not a number of milliseconds", self.latency_ms))
+        })?;
         let settings = app::FaultSettings {
-            latency_min,
-            latency_max,
+            latency_min: Duration::from_millis(low.into()),
+            latency_max: Duration::from_millis(high.into()),
             failure_rate: self.failure_rate,
             max_concurrent_charges: self.max_concurrent_charges,
         };
@@ -127,4 +124,24 @@ pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork
         }
     };
     Ok(lifecycle::launch("payment", host, drain, CancellationToken::new(), init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults(latency_ms: &str) -> Result<app::FaultSettings, ConfigError> {
+        FaultSettings { latency_ms: latency_ms.to_owned(), max_concurrent_charges: 16, ..FaultSettings::default() }.injected()
+    }
+
+    #[test]
+    fn latency_is_a_fixed_value_or_a_range_and_checked() {
+        let range = faults("400-620").expect("a range");
+        assert_eq!((range.latency_min, range.latency_max), (Duration::from_millis(400), Duration::from_millis(620)));
+        assert_eq!(range.max_concurrent_charges, 16);
+        let fixed = faults("500").expect("fixed");
+        assert_eq!((fixed.latency_min, fixed.latency_max), (Duration::from_millis(500), Duration::from_millis(500)));
+        assert!(faults("fast").is_err());
+        assert!(faults("620-400").is_err(), "max below min");
+    }
 }

@@ -187,9 +187,28 @@ pub fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D:
     u64::deserialize(deserializer).map(Duration::from_millis)
 }
 
+/// Reads a millisecond range as written in settings and on command lines:
+/// `"500"` is (500, 500), `"400-620"` is (400, 620). `None` if malformed.
+pub fn millis_range(spec: &str) -> Option<(u32, u32)> {
+    let ms = |s: &str| s.trim().parse::<u32>().ok();
+    match spec.split_once('-') {
+        Some((low, high)) => Some((ms(low)?, ms(high)?)),
+        None => ms(spec).map(|v| (v, v)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millisecond_ranges_fixed_or_from_to() {
+        assert_eq!(millis_range("500"), Some((500, 500)));
+        assert_eq!(millis_range("400-620"), Some((400, 620)));
+        assert_eq!(millis_range(" 0 "), Some((0, 0)));
+        assert_eq!(millis_range("fast"), None);
+        assert_eq!(millis_range("400-"), None);
+    }
 
     #[derive(Debug, Deserialize)]
     struct Settings {
