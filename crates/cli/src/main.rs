@@ -17,6 +17,7 @@ mod home;
 mod load;
 mod local;
 mod ops;
+mod provision;
 mod resilience;
 mod show;
 
@@ -181,6 +182,14 @@ enum Command {
     /// Show payment's injected faults, or change them at run time (operators):
     /// `foodmesh faults --latency-ms 400-620 --max-concurrent 10`, `--off`.
     Faults(ops::FaultArgs),
+    /// Create every JetStream stream and durable consumer the services use,
+    /// then exit (the Helm chart's Job). Reads NATS_URL, FOODMESH_CONFIG and
+    /// FOODMESH_CONSUMER__* like the services.
+    JetstreamInit {
+        /// NATS to use instead of the configured one.
+        #[arg(long)]
+        nats_url: Option<String>,
+    },
     /// Show order's circuit breaker in front of payment (operators).
     Circuit {
         /// The order service's address, instead of the local mesh's.
@@ -258,6 +267,11 @@ fn report(err: &anyhow::Error) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // The one command that runs in a container (the chart's Job), where the
+    // root filesystem is read-only: it needs no home directory.
+    if let Command::JetstreamInit { nats_url } = cli.command {
+        return provision::jetstream_init(nats_url).await;
+    }
     let home = home::Home::open(&cli.home)?;
     let mesh = || commands::Mesh::connect(&home);
     match cli.command {
@@ -324,6 +338,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Faults(args) => ops::faults(&home, &args).await,
         Command::Circuit { order } => ops::circuit(&home, order).await,
+        Command::JetstreamInit { nats_url } => provision::jetstream_init(nats_url).await,
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
         Command::BenchDrain(args) => drain::run(&args).await,

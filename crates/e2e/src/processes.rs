@@ -45,7 +45,7 @@ impl std::fmt::Debug for ProcessMesh {
 }
 
 /// Where the service binaries are: `FOODMESH_BIN_DIR`, else `target/debug`.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let dir = std::env::var_os("FOODMESH_BIN_DIR").map_or_else(|| workspace_root().join("target/debug"), PathBuf::from);
     let path = dir.join(format!("foodmesh-{name}"));
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());

@@ -174,14 +174,24 @@ fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
     }
 }
 
+/// Creates `spec`'s durable consumer on the server, or brings its
+/// configuration up to date; returns it. Services do this when they start;
+/// `foodmesh jetstream-init` does it ahead of them (the chart's Job).
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+    let stream = js.get_stream(spec.stream.name).await?;
+    Ok(stream.create_consumer(consumer_config(spec)).await?)
+}
+
 async fn consume<H: BatchHandler>(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
     handler: &H,
     stop: &CancellationToken,
 ) -> Result<(), async_nats::Error> {
-    let stream = js.get_stream(spec.stream.name).await?;
-    let consumer: jetstream::consumer::PullConsumer = stream.create_consumer(consumer_config(spec)).await?;
+    let consumer = ensure_consumer(js, spec).await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(spec.batch_size * 2)

@@ -169,6 +169,11 @@ impl Database {
         &self.reader
     }
 
+    /// One round trip to the database (the health watchdog's check).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         self.writer.begin().await

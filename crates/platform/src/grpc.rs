@@ -161,6 +161,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 pub struct Readiness {
     health: HealthReporter,
     open: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
     services: Arc<Vec<&'static str>>,
 }
 
@@ -182,6 +183,28 @@ impl Readiness {
     /// finishes what it is sent during its drain period.
     pub async fn set_not_serving(&self) {
         self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Reports NOT_SERVING for good: the service is stopping, and nothing
+    /// the watchdogs report makes it SERVING again.
+    pub async fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.set_not_serving().await;
+    }
+
+    /// Follows the dependencies (see [`crate::health`]): NOT_SERVING while
+    /// one is down, SERVING again when it is back, unless draining.
+    pub async fn set_dependencies_ok(&self, ok: bool) {
+        if self.draining.load(Ordering::Acquire) {
+            return;
+        }
+        self.set(if ok { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+    }
+
+    /// The [`crate::health::LIVENESS`] entry: NOT_SERVING when the process is wedged.
+    pub async fn set_alive(&self, alive: bool) {
+        let status = if alive { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.health.set_service_status(crate::health::LIVENESS, status).await;
     }
 
     /// Whether the service has reported SERVING at least once.
@@ -246,10 +269,18 @@ impl GrpcHost {
         stop: CancellationToken,
     ) -> Result<(Readiness, JoinHandle<Result<(), tonic::transport::Error>>), tonic_reflection::server::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let readiness = Readiness { health, open: Arc::new(AtomicBool::new(false)), services: Arc::new(self.services.clone()) };
+        let readiness = Readiness {
+            health,
+            open: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
+            services: Arc::new(self.services.clone()),
+        };
         // tonic-health starts the empty service name as SERVING; a service is not
         // ready until its migrations ran and its broker connection is up.
         readiness.set_not_serving().await;
+        // Alive from the start: initialising (which may wait for the database
+        // or NATS) is the startup probe's business, not a reason to restart.
+        readiness.set_alive(true).await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)

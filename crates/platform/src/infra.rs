@@ -46,6 +46,8 @@ pub struct CommonSettings {
     pub relay: RelaySettings,
     /// The event consumers.
     pub consumer: ConsumerSettings,
+    /// The health watchdogs.
+    pub health: crate::health::HealthSettings,
 }
 
 /// Why a service could not prepare its connections.
@@ -100,8 +102,14 @@ impl Infra {
         let mut workers = Workers::default();
         let relay = self.relay(&settings.relay);
         workers.spawn(|stop| relay.run(stop));
-        let db = self.db.clone();
-        workers.spawn(|stop| db.run_maintenance(stop));
+        // A worker that ends counts as dead (see lifecycle::Workers), so the
+        // checkpointer runs only where it has work: on SQLite.
+        if self.db.backend() == crate::db::Backend::Sqlite {
+            let db = self.db.clone();
+            workers.spawn(|stop| db.run_maintenance(stop));
+        }
+        let (db, health, vitals) = (self.db.clone(), settings.health.clone(), workers.vitals());
+        workers.spawn(|stop| crate::health::watch_database(db, health, vitals, stop));
         workers
     }
 

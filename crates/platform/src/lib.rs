@@ -30,6 +30,7 @@ pub mod db;
 pub mod dead_letter;
 pub mod group_commit;
 pub mod grpc;
+pub mod health;
 pub mod inbox;
 pub mod infra;
 pub mod lifecycle;

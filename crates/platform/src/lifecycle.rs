@@ -9,26 +9,33 @@
 //!    flight, then stop the workers (consumers finish and ack their batch, the
 //!    outbox relay flushes) and return.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, panic::AssertUnwindSafe, time::Duration};
 
+use futures::FutureExt as _;
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::grpc::GrpcHost;
+use crate::{
+    grpc::{GrpcHost, Readiness},
+    health::Vitals,
+};
 
 /// An error that ends a service.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The background tasks of a service: consumers, the outbox relay, timers.
+/// Each runs until the service stops; one that ends or panics before that is
+/// reported to the service's [`Vitals`] (liveness turns NOT_SERVING).
 #[derive(Debug)]
 pub struct Workers {
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    vitals: Vitals,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Self { stop: CancellationToken::new(), tasks: JoinSet::new() }
+        Self { stop: CancellationToken::new(), tasks: JoinSet::new(), vitals: Vitals::default() }
     }
 }
 
@@ -39,7 +46,20 @@ impl Workers {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(task(self.stop.clone()));
+        let (stop, vitals) = (self.stop.clone(), self.vitals.clone());
+        let task = AssertUnwindSafe(task(self.stop.clone())).catch_unwind();
+        self.tasks.spawn(async move {
+            let outcome = task.await;
+            if !stop.is_cancelled() {
+                let how = if outcome.is_ok() { "ended" } else { "panicked" };
+                vitals.worker_died(format!("{} {how}", std::any::type_name::<Fut>()));
+            }
+        });
+    }
+
+    /// What the workers and watchdogs report about the service's health.
+    pub fn vitals(&self) -> Vitals {
+        self.vitals.clone()
     }
 
     async fn stop(mut self) {
@@ -133,8 +153,9 @@ where
         let server_died = tokio::select! {
             () = stop_requested.cancelled() => None,
             result = &mut server => Some(result),
+            () = follow_vitals(&readiness, workers.vitals()) => None,
         };
-        readiness.set_not_serving().await;
+        readiness.set_draining().await;
         let _ = serving_tx.send(false);
         let result = match server_died {
             Some(result) => result.map_err(BoxError::from).and_then(|r| r.map_err(BoxError::from)),
@@ -153,6 +174,20 @@ where
         result
     });
     Running { addr, stop, serving, task }
+}
+
+/// Turns what the watchdogs report into health statuses, for as long as the
+/// service runs (never returns by itself).
+async fn follow_vitals(readiness: &Readiness, vitals: Vitals) {
+    let mut condition = vitals.subscribe();
+    loop {
+        let now = condition.borrow_and_update().clone();
+        readiness.set_dependencies_ok(now.ready()).await;
+        readiness.set_alive(now.alive()).await;
+        if condition.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The whole `main` of a service binary: logging, settings (a bad setting
