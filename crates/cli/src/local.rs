@@ -45,6 +45,10 @@ pub struct LocalOptions {
     pub mesh: bool,
     /// Extra environment for one service only: (service, key, value).
     pub service_env: Vec<(&'static str, String, String)>,
+    /// Order processes behind the mesh (up to four; more than one needs
+    /// `mesh`, whose Envoy balances them): "order", "order-2", …, sharing
+    /// order's database and durable consumers.
+    pub order_replicas: usize,
 }
 
 /// How far above their usual ports the services listen behind the local Envoy.
@@ -66,6 +70,7 @@ impl LocalOptions {
             pin_cpus: true,
             mesh: false,
             service_env: Vec::new(),
+            order_replicas: 1,
         }
     }
 
@@ -105,6 +110,40 @@ const SERVICES: [(&str, &str, u16); 4] = [
     ("notification", "foodmesh.notification.v1.NotificationService", 3),
     ("order", "foodmesh.order.v1.OrderService", 0),
 ];
+
+/// The names of order's processes; the second and later listen after
+/// notification's port (offsets 4, 5, 6).
+const ORDER_REPLICAS: [&str; 4] = ["order", "order-2", "order-3", "order-4"];
+
+/// One service process to run: its name, the service it is, its port offset
+/// and its place in the start order (for CPU pinning).
+#[derive(Debug, Clone, Copy)]
+struct Instance {
+    name: &'static str,
+    service: &'static str,
+    binary: &'static str,
+    offset: u16,
+    index: usize,
+}
+
+/// Every process `options` asks for, in start order.
+fn instances(options: &LocalOptions) -> Vec<Instance> {
+    let mut all: Vec<Instance> = SERVICES
+        .iter()
+        .enumerate()
+        .map(|(index, (name, service, offset))| Instance { name, service, binary: name, offset: *offset, index })
+        .collect();
+    let order = all[3];
+    for (i, name) in ORDER_REPLICAS.iter().enumerate().take(options.order_replicas.max(1)).skip(1) {
+        let offset = 3 + u16::try_from(i).unwrap_or(u16::MAX);
+        all.push(Instance { name, offset, index: all.len(), ..order });
+    }
+    all
+}
+
+/// How often the local Envoy asks each endpoint's gRPC health (the stand-in
+/// for Kubernetes readiness): a draining replica is out within this.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Finds a helper binary: `$<NAME>_BIN`, the project's `.tools/bin`, or `PATH`.
 pub fn find_tool(name: &str) -> Result<PathBuf> {
@@ -179,19 +218,20 @@ fn pinning(index: usize) -> Option<(PathBuf, usize)> {
     Some((taskset, (index + 1) % cores))
 }
 
-/// Spawns the `index`th service of [`SERVICES`]; the future waits until it
-/// is SERVING and returns its name and the time from spawn.
+/// Spawns one service process; the future waits until it is SERVING and
+/// returns its name and the time from spawn.
 fn spawn_service(
     home: &Home,
     options: &LocalOptions,
     endpoints: &Endpoints,
     public_key: &Path,
-    index: usize,
+    instance: Instance,
 ) -> Result<(Process, impl Future<Output = Result<(&'static str, Duration)>> + use<>)> {
-    let (name, service, offset) = SERVICES[index];
+    let Instance { name: process_name, service, binary: name, offset, index } = instance;
     let addr = format!("127.0.0.1:{}", options.service_port(offset));
     let mut env = vec![
         ("FOODMESH_SERVER__LISTEN_ADDR".to_owned(), addr.clone()),
+        // Replicas share their service's database (and durable consumers).
         ("DATABASE_URL".to_owned(), format!("sqlite://{}", home.path(&format!("data/{name}.db")).display())),
         ("NATS_URL".to_owned(), endpoints.nats.clone()),
         ("FOODMESH_AUTH__PUBLIC_KEY_FILE".to_owned(), public_key.display().to_string()),
@@ -213,7 +253,7 @@ fn spawn_service(
     }
     env.extend(options.extra_env.iter().cloned());
     env.extend(options.service_env.iter().filter(|(s, _, _)| *s == name).map(|(_, k, v)| (k.clone(), v.clone())));
-    let log = home.path(&format!("logs/{name}.log"));
+    let log = home.path(&format!("logs/{process_name}.log"));
     let spawned_at = Instant::now();
     let binary = service_binary(name)?;
     let child = match options.pin_cpus.then(|| pinning(index)).flatten() {
@@ -224,9 +264,10 @@ fn spawn_service(
         None => spawn(&binary, &[], &env, &log, home.root())?,
     };
     let wait_addr = addr.clone();
-    let wait =
-        async move { wait_serving(&wait_addr, service, Duration::from_secs(30)).await.map(|()| (name, spawned_at.elapsed())) };
-    Ok((Process { name, child, log, time_to_serving: None, addr: addr.clone() }, wait))
+    let wait = async move {
+        wait_serving(&wait_addr, service, Duration::from_secs(30)).await.map(|()| (process_name, spawned_at.elapsed()))
+    };
+    Ok((Process { name: process_name, child, log, time_to_serving: None, addr: addr.clone() }, wait))
 }
 
 fn spawn(program: &Path, args: &[String], env: &[(String, String)], log: &Path, cwd: &Path) -> Result<Child> {
@@ -273,13 +314,20 @@ impl LocalMesh {
     /// every service reports SERVING.
     pub async fn start(home: &Home, options: &LocalOptions) -> Result<LocalMesh> {
         let public_key = home.ensure_keys()?;
-        let ports: Vec<u16> = SERVICES.iter().map(|(_, _, offset)| options.service_port(*offset)).collect();
+        if options.order_replicas > 1 && !options.mesh {
+            bail!("more than one order replica needs the mesh (--mesh): Envoy balances them");
+        }
+        if options.order_replicas > ORDER_REPLICAS.len() {
+            bail!("at most {} order replicas", ORDER_REPLICAS.len());
+        }
+        let instances = instances(options);
+        let ports: Vec<u16> = instances.iter().map(|i| options.service_port(i.offset)).collect();
         if ports.contains(&options.nats_port) {
             bail!("the NATS port {} is one of the service ports {ports:?}", options.nats_port);
         }
         ensure_free(options.nats_port, "nats-server")?;
-        for ((name, _, _), port) in SERVICES.iter().zip(&ports) {
-            ensure_free(*port, name)?;
+        for (instance, port) in instances.iter().zip(&ports) {
+            ensure_free(*port, instance.name)?;
         }
         let nats_url = format!("nats://127.0.0.1:{}", options.nats_port);
         let addr = |port: u16| format!("127.0.0.1:{port}");
@@ -337,8 +385,8 @@ impl LocalMesh {
             processes.push(start_envoy(home, options).await?);
         }
         let mut waits = Vec::new();
-        for index in 0..SERVICES.len() {
-            let (process, wait) = spawn_service(home, options, &endpoints, &public_key, index)?;
+        for instance in instances {
+            let (process, wait) = spawn_service(home, options, &endpoints, &public_key, instance)?;
             processes.push(process);
             waits.push(wait);
         }
@@ -370,9 +418,10 @@ impl LocalMesh {
     /// Starts a stopped service again with its data; returns once it is
     /// SERVING, with the time that took from spawn.
     pub async fn start_service(&mut self, home: &Home, options: &LocalOptions, name: &str) -> Result<Duration> {
-        let index = SERVICES.iter().position(|(n, _, _)| *n == name).ok_or_else(|| anyhow!("no service {name}"))?;
+        let instance =
+            instances(options).into_iter().find(|i| i.name == name).ok_or_else(|| anyhow!("no service process {name}"))?;
         let public_key = home.ensure_keys()?;
-        let (process, wait) = spawn_service(home, options, &self.endpoints, &public_key, index)?;
+        let (process, wait) = spawn_service(home, options, &self.endpoints, &public_key, instance)?;
         self.processes.push(process);
         let (_, elapsed) = wait.await?;
         Ok(elapsed)
@@ -396,8 +445,8 @@ impl LocalMesh {
 /// services' shifted ports, and waits until it is LIVE.
 async fn start_envoy(home: &Home, options: &LocalOptions) -> Result<Process> {
     let mut endpoints = foodmesh_mesh::Endpoints::default();
-    for (name, _, offset) in SERVICES {
-        endpoints.add(name, "v1", format!("127.0.0.1:{}", options.service_port(offset)));
+    for instance in instances(options) {
+        endpoints.add(instance.binary, "v1", format!("127.0.0.1:{}", options.service_port(instance.offset)));
     }
     let admin_port = options.base_port + ENVOY_ADMIN_OFFSET;
     let mesh = foodmesh_mesh::LocalMesh {
@@ -406,6 +455,7 @@ async fn start_envoy(home: &Home, options: &LocalOptions) -> Result<Process> {
         payment_port: options.base_port + 1,
         endpoints,
         weights: std::collections::BTreeMap::new(),
+        health_check_interval: Some(HEALTH_CHECK_INTERVAL),
     };
     let config = foodmesh_mesh::envoy_config(&mesh)?;
     let path = home.path("envoy.json");

@@ -19,6 +19,7 @@ mod local;
 mod ops;
 mod provision;
 mod resilience;
+mod rollout;
 mod show;
 
 /// foodmesh: a food-delivery platform as a gRPC service mesh.
@@ -64,6 +65,11 @@ enum Command {
         /// gateway on order's port, payment reached by order through Envoy.
         #[arg(long)]
         mesh: bool,
+        /// Order processes behind the mesh (with --mesh; at most 4). They
+        /// share order's database; Envoy balances them and routes only to
+        /// those whose gRPC health is SERVING, as Kubernetes readiness does.
+        #[arg(long, default_value_t = 1)]
+        order_replicas: usize,
     },
     /// Place a few orders on the running mesh and print their journeys.
     Demo,
@@ -182,6 +188,11 @@ enum Command {
     /// Show payment's injected faults, or change them at run time (operators):
     /// `foodmesh faults --latency-ms 400-620 --max-concurrent 10`, `--off`.
     Faults(ops::FaultArgs),
+    /// A rolling restart under load: order replicas behind the local Envoy,
+    /// each sent SIGTERM and started again while `foodmesh load` runs; reports
+    /// failed requests (the promise: none), stop and start times, and what
+    /// Envoy saw.
+    BenchRollout(rollout::RolloutArgs),
     /// Create every JetStream stream and durable consumer the services use,
     /// then exit (the Helm chart's Job). Reads NATS_URL, FOODMESH_CONFIG and
     /// FOODMESH_CONSUMER__* like the services.
@@ -285,6 +296,7 @@ async fn run(cli: Cli) -> Result<()> {
             worker_threads,
             no_pin,
             mesh,
+            order_replicas,
         } => {
             if demo && manual_kitchen {
                 anyhow::bail!("--demo needs the auto-kitchen; drop --manual-kitchen");
@@ -299,6 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
                 pin_cpus: !no_pin,
                 mesh,
                 service_env: Vec::new(),
+                order_replicas,
             };
             up(&home, &options, demo, exit_after_demo).await
         }
@@ -339,6 +352,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Faults(args) => ops::faults(&home, &args).await,
         Command::Circuit { order } => ops::circuit(&home, order).await,
         Command::JetstreamInit { nats_url } => provision::jetstream_init(nats_url).await,
+        Command::BenchRollout(args) => rollout::run(&args).await.map(drop),
         Command::Load(args) => load::run(&home, &args).await.map(drop),
         Command::Bench(args) => bench::run(&args).await,
         Command::BenchDrain(args) => drain::run(&args).await,

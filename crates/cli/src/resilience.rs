@@ -285,17 +285,24 @@ async fn kill_run(args: &ResilienceArgs) -> Result<KillReport> {
     })
 }
 
-struct Audit {
-    orders: usize,
-    captured: usize,
-    unpaid: usize,
-    orphans: usize,
-    max_charges: usize,
+/// What the databases say after a run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Audit {
+    /// Accepted orders.
+    pub orders: usize,
+    /// Captured (or since refunded) charges.
+    pub captured: usize,
+    /// Accepted orders without a captured charge: must be 0.
+    pub unpaid: usize,
+    /// Captured charges without an order (the reconciler refunds them).
+    pub orphans: usize,
+    /// The most charges any order has: must be 1.
+    pub max_charges: usize,
 }
 
 /// Reads order's and payment's SQLite files: every accepted order must have
 /// exactly one captured charge, and every captured charge an order.
-async fn audit(home: &Home) -> Result<Audit> {
+pub(crate) async fn audit(home: &Home) -> Result<Audit> {
     sqlx::any::install_default_drivers();
     let open = |name: &str| format!("sqlite://{}?mode=ro", home.path(&format!("data/{name}.db")).display());
     let orders = sqlx::AnyPool::connect(&open("order")).await?;

@@ -158,3 +158,53 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
 
     stop_up(running, (base..base + 14).chain([nats]));
 }
+
+#[test]
+fn a_rolling_restart_of_order_under_load_fails_no_request_and_charges_once() {
+    // `foodmesh bench-rollout`: two order replicas behind Envoy, each sent
+    // SIGTERM and started again while 16 clients place and read orders.
+    let home = tempfile::tempdir().expect("temp dir");
+    let base = free_ports(16, 22_000);
+    let nats = free_ports(1, base + 16);
+    let report_path = home.path().join("rollout.json");
+    let out = foodmesh(
+        home.path(),
+        &[
+            "bench-rollout",
+            "--duration-secs",
+            "6",
+            "--concurrency",
+            "16",
+            "--drain-ms",
+            "800",
+            "--base-port",
+            &base.to_string(),
+            "--nats-port",
+            &nats.to_string(),
+            "--json-out",
+            report_path.to_str().expect("utf-8 path"),
+        ],
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("JSON");
+    let load = &report["load"];
+    assert!(load["transactions"].as_u64().expect("transactions") > 100, "{load}");
+    assert_eq!(load["failures"], serde_json::json!({}), "a request failed during the rollout: {load}");
+    assert_eq!(load["successes"], load["transactions"]);
+    let restarts = report["restarts"].as_array().expect("restarts");
+    let names: Vec<&str> = restarts.iter().map(|r| r["replica"].as_str().expect("name")).collect();
+    assert_eq!(names, ["order", "order-2"]);
+    for restart in restarts {
+        // SIGTERM to exit includes the whole drain: the replica kept serving
+        // while NOT_SERVING instead of dropping its connections at once.
+        assert!(restart["stop_ms"].as_u64().expect("stop_ms") >= 800, "{restart}");
+    }
+    // Envoy saw each replica leave (its health check failed) and come back.
+    assert!(report["health_check_failures"].as_u64().expect("count") >= 2, "{report}");
+    let audit = &report["audit"];
+    assert!(audit["orders"].as_u64().expect("orders") > 0);
+    assert_eq!(audit["unpaid"], 0, "{audit}");
+    assert_eq!(audit["max_charges"], 1, "{audit}");
+    assert!(printed.contains("Failed transactions:                 0"), "{printed}");
+}

@@ -66,6 +66,8 @@ async fn meshed(mut options: MeshOptions, replicas: &[Service], weights: &[(&str
         payment_port,
         endpoints,
         weights: weights.iter().map(|(s, w)| ((*s).to_owned(), *w)).collect::<BTreeMap<_, _>>(),
+        // These tests count every request Envoy sends; health checks would add theirs.
+        health_check_interval: None,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = envoy_config(&local).expect("istio/ renders");

@@ -13,7 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add("payment", "v1", "127.0.0.1:50062")
         .add("store", "v1", "127.0.0.1:50063")
         .add("notification", "v1", "127.0.0.1:50064");
-    let mesh = LocalMesh { admin_port: 9901, gateway_port: 50051, payment_port: 50052, endpoints, weights: BTreeMap::new() };
+    let mesh = LocalMesh {
+        admin_port: 9901,
+        gateway_port: 50051,
+        payment_port: 50052,
+        endpoints,
+        weights: BTreeMap::new(),
+        health_check_interval: Some(std::time::Duration::from_millis(200)),
+    };
     println!("{}", serde_json::to_string_pretty(&envoy_config(&mesh)?)?);
     Ok(())
 }

@@ -306,6 +306,13 @@ pub struct LocalMesh {
     pub endpoints: Endpoints,
     /// Weight overrides for canary tests: service to (v1, v2).
     pub weights: BTreeMap<String, (u32, u32)>,
+    /// Ask every endpoint's gRPC health this often, and route only to those
+    /// that answer SERVING. In Kubernetes the readiness probe and the
+    /// endpoints controller do this for Istio (a NOT_SERVING or terminating
+    /// pod leaves the endpoints); with static local endpoints, Envoy's active
+    /// health check stands in for them. `None`: every endpoint always gets
+    /// traffic.
+    pub health_check_interval: Option<Duration>,
 }
 
 /// All routes and clusters: the Envoy bootstrap, as JSON.
@@ -339,7 +346,11 @@ pub fn envoy_config(mesh: &LocalMesh) -> Result<Value, MeshError> {
         if !rule.subsets.iter().any(|s| &s.name == subset) {
             return Err(MeshError::Invalid(format!("{service} has no subset {subset}")));
         }
-        clusters.push(cluster(&format!("{service}-{subset}"), addrs, &rule.traffic_policy)?);
+        let mut cluster = cluster(&format!("{service}-{subset}"), addrs, &rule.traffic_policy)?;
+        if let Some(interval) = mesh.health_check_interval {
+            cluster["health_checks"] = health_check(interval);
+        }
+        clusters.push(cluster);
     }
     let listeners = vec![
         listener("gateway", mesh.gateway_port, &route_config("gateway", gateway_vs, mesh)?),
@@ -349,6 +360,21 @@ pub fn envoy_config(mesh: &LocalMesh) -> Result<Value, MeshError> {
         "admin": {"address": socket(mesh.admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }))
+}
+
+/// gRPC health (the empty service name, which every service's readiness
+/// follows): one NOT_SERVING or failed check takes the endpoint out, one
+/// SERVING brings it back, as a readiness probe with thresholds of one.
+fn health_check(interval: Duration) -> Value {
+    json!([{
+        "timeout": envoy_duration(interval.max(Duration::from_millis(500))),
+        "interval": envoy_duration(interval),
+        // Without traffic Envoy would otherwise check only every 60 s.
+        "no_traffic_interval": envoy_duration(interval),
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "grpc_health_check": {},
+    }])
 }
 
 fn socket(port: u16) -> Value {
@@ -502,7 +528,32 @@ mod tests {
             .add("payment", "v1", "127.0.0.1:7003")
             .add("store", "v1", "127.0.0.1:7004")
             .add("notification", "v1", "127.0.0.1:7005");
-        LocalMesh { admin_port: 9901, gateway_port: 8080, payment_port: 8081, endpoints, weights: BTreeMap::new() }
+        LocalMesh {
+            admin_port: 9901,
+            gateway_port: 8080,
+            payment_port: 8081,
+            endpoints,
+            weights: BTreeMap::new(),
+            health_check_interval: None,
+        }
+    }
+
+    #[test]
+    fn health_checks_route_only_to_serving_endpoints_when_asked() {
+        let without = envoy_config(&local()).expect("renders");
+        let clusters = without["static_resources"]["clusters"].as_array().expect("clusters");
+        assert!(clusters.iter().all(|c| c.get("health_checks").is_none()));
+        let with =
+            envoy_config(&LocalMesh { health_check_interval: Some(Duration::from_millis(200)), ..local() }).expect("renders");
+        let clusters = with["static_resources"]["clusters"].as_array().expect("clusters");
+        assert_eq!(clusters.len(), 5);
+        for cluster in clusters {
+            let check = &cluster["health_checks"][0];
+            assert_eq!(check["interval"], "0.200s", "{cluster}");
+            assert_eq!(check["no_traffic_interval"], "0.200s");
+            assert_eq!(check["unhealthy_threshold"], 1);
+            assert_eq!(check["grpc_health_check"], json!({}), "the empty service name: readiness");
+        }
     }
 
     fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
