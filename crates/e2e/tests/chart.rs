@@ -171,4 +171,10 @@ async fn the_charts_settings_run_the_services_end_to_end() {
     let log = std::fs::read_to_string(data.path().join("order.log")).expect("order's log");
     let first = log.lines().next().expect("order logged");
     assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "not JSON: {first}");
+    // The request's line carries its trace id, to go from a log to its trace.
+    let placed = log.lines().find(|l| l.contains("order placed") && l.contains(&order_id)).expect("the order placed line");
+    let placed: serde_json::Value = serde_json::from_str(placed).expect("JSON");
+    let trace_id = placed["spans"].as_array().and_then(|spans| spans.iter().find_map(|s| s["trace_id"].as_str())).unwrap_or("");
+    assert_eq!(trace_id.len(), 32, "a W3C trace id in {placed}");
+    assert!(trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && trace_id != "0".repeat(32), "{trace_id}");
 }

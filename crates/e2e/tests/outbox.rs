@@ -44,6 +44,7 @@ async fn commit(db: &Database, first: usize, n: usize) {
             event_id: format!("evt-{i}"),
             subject: "order.v1.placed".into(),
             payload: i.to_string().into_bytes(),
+            headers: String::new(),
         };
         outbox::enqueue(&mut tx, &message).await.expect("enqueue");
         tx.commit().await.expect("commit");

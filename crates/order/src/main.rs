@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     if !args.iter().any(|a| a == "rebuild-view") {
         return foodmesh_platform::lifecycle::main("order", foodmesh_order::Settings::load(), foodmesh_order::start).await;
     }
-    foodmesh_platform::telemetry::init("order-rebuild-view");
+    let _telemetry = foodmesh_platform::telemetry::init("order-rebuild-view");
     let check_only = args.iter().any(|a| a == "--check");
     let outcome = match foodmesh_order::Settings::load() {
         Ok(settings) => foodmesh_order::startup::rebuild_view(settings, check_only).await,

@@ -168,6 +168,8 @@ async fn charge(mut client: PaymentServiceClient<Channel>, call: Call) -> Result
     // Sent as grpc-timeout, so payment gives up when we do.
     call.set_timeout(timeout);
     call.metadata_mut().insert("authorization", authorization);
+    // The order's trace continues in payment (W3C traceparent).
+    foodmesh_platform::telemetry::inject_metadata(call.metadata_mut());
     match tokio::time::timeout(timeout, client.charge(call)).await {
         Err(_) => Err(GatewayError::unavailable(format!("no answer within {timeout:?}"))),
         Ok(Ok(reply)) => {

@@ -74,6 +74,28 @@ pub struct Delivery {
     pub event_id: String,
     /// How many times it has been delivered, this time included.
     pub delivered: i64,
+    /// The durable consumer it came through.
+    pub consumer: &'static str,
+    /// The W3C trace context it was published with (the `traceparent` header).
+    pub traceparent: Option<String>,
+}
+
+impl Delivery {
+    /// The span of applying this message: a child of the span that published
+    /// it, so the order's trace goes on through this service.
+    pub fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            consumer = self.consumer,
+            subject = %self.subject,
+            event_id = %self.event_id,
+            otel.name = %format!("{} process", self.subject),
+            otel.kind = "consumer",
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, self.traceparent.as_deref());
+        span
+    }
 }
 
 /// What became of one message.
@@ -98,6 +120,10 @@ pub trait BatchHandler: Send + Sync + 'static {
 /// (`Ok(None)`: not for this consumer, acknowledged; `Err`: undecodable,
 /// rejected), apply the relevant ones with `apply` in one go, and retry them
 /// all if that fails. `apply` gets `(event_id, decoded)` pairs in order.
+///
+/// Each relevant message gets its span ([`Delivery::span`]) for the time the
+/// batch takes, and the events `apply` emits continue the trace of the
+/// message of their saga (see [`crate::telemetry::with_saga_traces`]).
 pub async fn decode_and_apply<T, D, A, F, E>(batch: Vec<Delivery>, decode: D, apply: A) -> Vec<Outcome>
 where
     D: Fn(&Delivery) -> Result<Option<T>, String>,
@@ -108,11 +134,20 @@ where
     let mut outcomes = vec![Outcome::Ack; batch.len()];
     let mut relevant = Vec::new();
     let mut positions = Vec::new();
+    let mut spans = Vec::new();
+    let mut traces = std::collections::HashMap::new();
     for (i, delivery) in batch.iter().enumerate() {
         match decode(delivery) {
             Ok(Some(item)) => {
                 relevant.push((delivery.event_id.clone(), item));
                 positions.push(i);
+                let span = delivery.span();
+                if let (Some(saga), Some(traceparent)) =
+                    (crate::outbox::Envelope::correlation_id(&delivery.payload), crate::telemetry::traceparent(&span))
+                {
+                    traces.insert(saga, traceparent);
+                }
+                spans.push(span);
             }
             Ok(None) => {}
             Err(reason) => outcomes[i] = Outcome::Reject(reason),
@@ -122,7 +157,9 @@ where
         return outcomes;
     }
     let count = relevant.len();
-    if let Err(err) = apply(relevant).await {
+    let applied = crate::telemetry::with_saga_traces(traces, apply(relevant)).await;
+    drop(spans);
+    if let Err(err) = applied {
         tracing::warn!(error = %err, count, "event batch not applied; will retry");
         let reason = err.to_string();
         for i in positions {
@@ -279,7 +316,14 @@ fn delivery(spec: &ConsumerSpec, m: &jetstream::Message) -> Delivery {
     let event_id = header(dead_letter::EVENT_ID_HEADER)
         .or_else(|| header("Nats-Msg-Id"))
         .unwrap_or_else(|| format!("{}:{}", spec.stream.name, info.as_ref().map_or(0, |i| i.stream_sequence)));
-    Delivery { subject: m.subject.to_string(), payload: m.payload.clone(), event_id, delivered: info.map_or(1, |i| i.delivered) }
+    Delivery {
+        subject: m.subject.to_string(),
+        payload: m.payload.clone(),
+        event_id,
+        delivered: info.map_or(1, |i| i.delivered),
+        consumer: spec.durable,
+        traceparent: header(crate::telemetry::TRACEPARENT),
+    }
 }
 
 /// Parks a message and answers `Term`; if parking fails, the message is

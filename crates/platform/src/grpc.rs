@@ -300,7 +300,20 @@ impl GrpcHost {
             // Finds dead peers behind NATs and idle load balancers.
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .trace_fn(|request| tracing::info_span!("grpc", rpc = %request.uri().path()))
+            // Each request's root span: named after the method for tracing
+            // backends, continuing the caller's trace (W3C traceparent).
+            .trace_fn(|request| {
+                let path = request.uri().path();
+                let span = tracing::info_span!(
+                    "grpc",
+                    rpc = %path,
+                    otel.name = %path.trim_start_matches('/'),
+                    otel.kind = "server",
+                    trace_id = tracing::field::Empty,
+                );
+                crate::telemetry::continue_from_headers(&span, request.headers());
+                span
+            })
             // Requests wait for readiness: nothing runs before migrations.
             .layer(gate)
             .add_routes(self.routes.routes())

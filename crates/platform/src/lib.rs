@@ -38,6 +38,7 @@ pub mod messaging;
 pub mod money;
 pub mod outbox;
 pub mod paging;
+pub mod saga_trace;
 pub mod shed;
 pub mod telemetry;
 #[cfg(feature = "testing")]

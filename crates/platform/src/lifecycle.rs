@@ -201,7 +201,8 @@ where
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = Result<Running, BoxError>>,
 {
-    crate::telemetry::init(name);
+    // Kept to the end of main: dropping it flushes the spans not yet exported.
+    let _telemetry = crate::telemetry::init(name);
     let settings = match settings {
         Ok(settings) => settings,
         Err(err) => {

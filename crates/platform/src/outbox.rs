@@ -17,6 +17,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::future::join_all;
+use prost::Message as _;
 use serde::Deserialize;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
@@ -54,6 +55,9 @@ pub struct OutboxMessage {
     pub subject: String,
     /// The encoded event envelope.
     pub payload: Vec<u8>,
+    /// NATS headers besides `Nats-Msg-Id`, as `Name: value` lines: the
+    /// event's `traceparent`, so its consumers continue the order's trace.
+    pub headers: String,
 }
 
 /// Adds an event to the outbox inside the caller's transaction.
@@ -68,11 +72,12 @@ pub async fn enqueue_all(conn: &mut AnyConnection, messages: &[OutboxMessage]) -
     let now = Timestamp::now().as_micros();
     for chunk in messages.chunks(200) {
         let mut p = Params::new(conn);
-        let sql = format!("INSERT INTO outbox (event_id, subject, payload, created_at) VALUES {}", p.rows(chunk.len(), 4));
+        let sql =
+            format!("INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {}", p.rows(chunk.len(), 5));
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for m in chunk {
-            query = query.bind(&m.event_id).bind(&m.subject).bind(&m.payload).bind(now);
+            query = query.bind(&m.event_id).bind(&m.subject).bind(&m.payload).bind(&m.headers).bind(now);
         }
         query.execute(&mut *conn).await?;
     }
@@ -252,6 +257,7 @@ impl Relay {
             .execute(self.db.writer())
             .await?;
         sqlx::query("DELETE FROM inbox WHERE processed_at < $1").bind(cutoff).execute(self.db.writer()).await?;
+        sqlx::query("DELETE FROM saga_traces WHERE created_at < $1").bind(cutoff).execute(self.db.writer()).await?;
         Ok(())
     }
 }
@@ -271,8 +277,30 @@ fn parse_headers(text: &str) -> Option<HeaderMap> {
 }
 
 impl OutboxMessage {
-    /// An outbox row for an encoded event envelope.
+    /// An outbox row for an encoded event envelope. It carries the trace
+    /// context of its saga (see [`crate::telemetry::saga_traceparent`]).
     pub fn new(subject: impl Into<String>, event_id: impl Into<String>, envelope: &impl prost::Message) -> Self {
-        Self { event_id: event_id.into(), subject: subject.into(), payload: envelope.encode_to_vec() }
+        let payload = envelope.encode_to_vec();
+        let correlation_id = Envelope::correlation_id(&payload).unwrap_or_default();
+        let headers = crate::telemetry::saga_traceparent(&correlation_id)
+            .map(|tp| format!("{}: {tp}", crate::telemetry::TRACEPARENT))
+            .unwrap_or_default();
+        Self { event_id: event_id.into(), subject: subject.into(), payload, headers }
+    }
+}
+
+/// What every foodmesh event envelope starts with (field 1 of OrderEvent,
+/// PaymentEvent and StoreEvent): enough to read the correlation id of any.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    /// The event's metadata.
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<foodmesh_proto::common::v1::EventMetadata>,
+}
+
+impl Envelope {
+    /// The correlation id (the order id) of an encoded event, if it has one.
+    pub fn correlation_id(payload: &[u8]) -> Option<String> {
+        Self::decode(payload).ok().and_then(|e| e.metadata).map(|m| m.correlation_id).filter(|c| !c.is_empty())
     }
 }

@@ -16,6 +16,7 @@ use foodmesh_platform::{
     money::Money,
     outbox::{self, OutboxSignal},
     paging::{self, Cursor, PageRequest},
+    telemetry,
     time::Timestamp,
     validation::Violations,
 };
@@ -275,6 +276,9 @@ struct Placement {
     attempt: Attempt,
     customer_id: String,
     payment_id: String,
+    /// The trace of the request (or reconciler) that placed it: the group
+    /// commit writes the `OrderPlaced` event from another task.
+    traceparent: Option<String>,
 }
 
 /// Commits paid orders together: their attempts settled, the orders and their
@@ -297,7 +301,9 @@ async fn commit_placements(
             continue;
         }
         let (order, event) = Order::place(p.attempt.order_id, &p.customer_id, p.attempt.priced, &p.payment_id, now);
-        messages.push(events::order_message(&event, now));
+        // The event continues the trace of the request that placed the order.
+        let traces = p.traceparent.map(|tp| HashMap::from([(order.id.as_str().to_owned(), tp)])).unwrap_or_default();
+        messages.push(telemetry::with_saga_traces_sync(traces, || events::order_message(&event, now)));
         orders.push(order.clone());
         results.push(Some(order));
     }
@@ -455,7 +461,8 @@ impl OrderApp {
                 );
                 continue;
             }
-            let placement = Placement { attempt, customer_id, payment_id: capture.payment_id.clone() };
+            let traceparent = telemetry::saga_traceparent(attempt.order_id.as_str());
+            let placement = Placement { attempt, customer_id, payment_id: capture.payment_id.clone(), traceparent };
             // `None`: its request committed it after all, a moment ago.
             if let Some(order) = self.placements.submit(placement).await? {
                 tracing::warn!(order_id = %order.id, payment_id = %capture.payment_id, "order completed from its captured payment");
@@ -467,7 +474,9 @@ impl OrderApp {
 
     async fn commit_placed(&self, attempt: Attempt, customer_id: &str, payment_id: &str) -> Result<Order, Error> {
         let order_id = attempt.order_id.clone();
-        let placement = Placement { attempt, customer_id: customer_id.to_owned(), payment_id: payment_id.to_owned() };
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
+        let placement =
+            Placement { attempt, customer_id: customer_id.to_owned(), payment_id: payment_id.to_owned(), traceparent };
         match self.placements.submit(placement).await? {
             Some(order) => {
                 tracing::info!(order_id = %order.id, total = %order.total, payment_id, "order placed");

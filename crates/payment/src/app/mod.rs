@@ -1,7 +1,7 @@
 //! The payment use cases. Each owns its transaction: the payment row and the
 //! event it causes are committed together, then the outbox relay is woken.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use foodmesh_platform::{
     auth::Principal,
@@ -9,6 +9,7 @@ use foodmesh_platform::{
     group_commit::GroupCommit,
     inbox,
     outbox::{self, OutboxSignal},
+    telemetry,
     time::Timestamp,
 };
 use futures::future::BoxFuture;
@@ -67,7 +68,9 @@ pub struct PaymentApp {
     db: Database,
     outbox: OutboxSignal,
     network: Arc<dyn CardNetwork>,
-    charges: GroupCommit<Payment, bool, Error>,
+    /// Each charge with the trace of its request: the group commit writes
+    /// its `PaymentCaptured` event from another task.
+    charges: GroupCommit<(Payment, Option<String>), bool, Error>,
     /// Test-only fault: answer UNAVAILABLE after committing a new charge.
     drop_reply_after_commit: bool,
     /// Injected latency, failures and charge slots (demos, chaos drills).
@@ -80,15 +83,24 @@ const GROUP_COMMIT: usize = 128;
 /// Stores decided charges together, each captured one with its
 /// `PaymentCaptured` event, in one transaction. `false` for a charge that lost
 /// to a stored one with the same key or order.
-async fn store_charges(db: &Database, outbox: &OutboxSignal, payments: Vec<Payment>) -> Result<Vec<bool>, Error> {
+async fn store_charges(
+    db: &Database,
+    outbox: &OutboxSignal,
+    charges: Vec<(Payment, Option<String>)>,
+) -> Result<Vec<bool>, Error> {
     let now = Timestamp::now();
+    let (payments, traces): (Vec<Payment>, Vec<Option<String>>) = charges.into_iter().unzip();
+    let traces: HashMap<String, String> =
+        payments.iter().zip(traces).filter_map(|(p, trace)| Some((p.order_id.clone(), trace?))).collect();
     let mut tx = db.begin().await?;
     let stored = db::insert_all(&mut tx, &payments).await?;
-    let messages: Vec<_> = payments
-        .iter()
-        .filter(|p| p.status == PaymentStatus::Captured && stored.contains(p.id.as_str()))
-        .map(|p| events::outbox_message(&PaymentEvent::Captured(p.clone()), now))
-        .collect();
+    let messages: Vec<_> = telemetry::with_saga_traces_sync(traces, || {
+        payments
+            .iter()
+            .filter(|p| p.status == PaymentStatus::Captured && stored.contains(p.id.as_str()))
+            .map(|p| events::outbox_message(&PaymentEvent::Captured(p.clone()), now))
+            .collect()
+    });
     outbox::enqueue_all(&mut tx, &messages).await?;
     tx.commit().await?;
     if !messages.is_empty() {
@@ -114,9 +126,9 @@ impl PaymentApp {
     ) -> Self {
         let charges = {
             let (db, outbox) = (db.clone(), outbox.clone());
-            GroupCommit::start(GROUP_COMMIT, move |payments: Vec<Payment>| {
+            GroupCommit::start(GROUP_COMMIT, move |charges: Vec<(Payment, Option<String>)>| {
                 let (db, outbox) = (db.clone(), outbox.clone());
-                async move { store_charges(&db, &outbox, payments).await }
+                async move { store_charges(&db, &outbox, charges).await }
             })
         };
         Self { db, outbox, network, charges, drop_reply_after_commit, faults }
@@ -132,7 +144,8 @@ impl PaymentApp {
         }
         let authorization = self.network.authorize(&command).await;
         let (payment, _) = Payment::from_authorization(command.clone(), authorization, Timestamp::now());
-        if !self.charges.submit(payment.clone()).await? {
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
+        if !self.charges.submit((payment.clone(), traceparent)).await? {
             // A concurrent charge with this key won, or the order is paid by
             // another key; the stored row decides.
             return match db::by_key(self.db.writer(), &command.idempotency_key).await? {

@@ -12,6 +12,7 @@ use foodmesh_platform::{
     inbox,
     outbox::{self, OutboxSignal},
     paging::{self, Cursor, PageRequest},
+    saga_trace, telemetry,
     time::Timestamp,
 };
 
@@ -164,7 +165,10 @@ impl StoreApp {
                 tx.rollback().await?;
                 continue;
             }
-            outbox::enqueue(&mut tx, &events::kitchen_message(&event, now)).await?;
+            // The staff's request is its own trace; the event joins the order's.
+            let (_spans, traces) = saga_trace::resume(&mut tx, &[order_id], "store staff action").await?;
+            let message = telemetry::with_saga_traces_sync(traces, || events::kitchen_message(&event, now));
+            outbox::enqueue(&mut tx, &message).await?;
             tx.commit().await?;
             self.outbox.notify();
             tracing::info!(order_id, status = ?order.status, version = order.version, "order moved on");
@@ -216,6 +220,8 @@ impl StoreApp {
         }
         let messages: Vec<_> = emitted.iter().map(|e| events::kitchen_message(e, now)).collect();
         outbox::enqueue_all(&mut tx, &messages).await?;
+        // The kitchen acts on these orders later: keep their traces.
+        saga_trace::remember(&mut tx).await?;
         tx.commit().await?;
         if !messages.is_empty() {
             self.outbox.notify();
@@ -258,11 +264,15 @@ impl StoreApp {
         let mut tx = self.db.begin().await?;
         // An id missing from `saved` was moved by staff or another replica first.
         let saved = db::save_steps(&mut tx, &steps, now).await?;
-        let messages: Vec<_> = moved
-            .iter()
-            .filter(|(order, _, _)| saved.contains(&order.order_id))
-            .filter_map(|(_, _, event)| event.as_ref().map(|e| events::kitchen_message(e, now)))
-            .collect();
+        let ids: Vec<&str> = moved.iter().map(|(order, _, _)| order.order_id.as_str()).collect();
+        let (_spans, traces) = saga_trace::resume(&mut tx, &ids, "store kitchen step").await?;
+        let messages: Vec<_> = telemetry::with_saga_traces_sync(traces, || {
+            moved
+                .iter()
+                .filter(|(order, _, _)| saved.contains(&order.order_id))
+                .filter_map(|(_, _, event)| event.as_ref().map(|e| events::kitchen_message(e, now)))
+                .collect()
+        });
         outbox::enqueue_all(&mut tx, &messages).await?;
         tx.commit().await?;
         if !messages.is_empty() {
