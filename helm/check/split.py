@@ -4,7 +4,8 @@
 
 writes OUTDIR/kubernetes.yaml (every object Kubernetes itself defines, for
 kubernetes-validate and checkov) and OUTDIR/istio/rendered.yaml (the Istio
-objects plus the Services they route to, for istio/check). Fails if an
+objects plus the Services they route to, for istio/check) and
+OUTDIR/rules.yaml (the PrometheusRule, for rules.py). Fails if an
 object has no kind or apiVersion, or if two objects share kind, namespace
 and name (Kubernetes would keep only the last).
 """
@@ -15,6 +16,7 @@ import sys
 import yaml
 
 rendered, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
 core, mesh, seen = [], [], set()
 for doc in yaml.safe_load_all(rendered.read_text()):
     if not doc:
@@ -29,6 +31,10 @@ for doc in yaml.safe_load_all(rendered.read_text()):
     seen.add(key)
     if api.endswith("istio.io/v1") or ".istio.io/" in api:
         mesh.append(doc)
+    elif api.startswith("monitoring.coreos.com/"):
+        # No schema for the Prometheus Operator's CRDs here: checked by
+        # helm/check/rules.py and by the e2e test `metrics`.
+        (out / "rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     else:
         core.append(doc)
         if kind == "Service":

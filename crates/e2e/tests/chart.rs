@@ -1,8 +1,9 @@
 //! The Helm chart's settings run the real services: the env ConfigMaps and
 //! config files `helm template` renders (helm/foodmesh, default values) start
 //! the four service binaries, which answer the chart's probes (gRPC health
-//! "" and "liveness") and take an order end to end. Only what must differ on
-//! one machine is replaced: listen addresses (loopback ports), the NATS URL,
+//! "" and "liveness"), take an order end to end, serve their metrics and log
+//! JSON lines with trace ids. Only what must differ on
+//! one machine is replaced: listen addresses (loopback ports, gRPC and metrics), the NATS URL,
 //! the key file and database paths, and payment's address for order.
 //!
 //! Needs helm (scripts/bootstrap --test) and the service binaries
@@ -87,6 +88,7 @@ async fn the_charts_settings_run_the_services_end_to_end() {
     let nats = NatsServer::start().await;
     let data = tempfile::tempdir().expect("temp dir");
     let ports: BTreeMap<&str, u16> = SERVICES.iter().map(|s| (*s, free_port())).collect();
+    let metrics_ports: BTreeMap<&str, u16> = SERVICES.iter().map(|s| (*s, free_port())).collect();
 
     // The probes the Deployments declare are the ones the binaries answer.
     for name in SERVICES {
@@ -110,6 +112,7 @@ async fn the_charts_settings_run_the_services_end_to_end() {
             assert!(env.insert(key.to_owned(), value).is_some(), "{name}: the chart no longer sets {key}");
         };
         replace("FOODMESH_SERVER__LISTEN_ADDR", format!("127.0.0.1:{}", ports[name]));
+        replace("FOODMESH_METRICS__LISTEN_ADDR", format!("127.0.0.1:{}", metrics_ports[name]));
         replace("NATS_URL", nats.url());
         replace("FOODMESH_AUTH__PUBLIC_KEY_FILE", keys.settings.public_key_file.display().to_string());
         replace("DATABASE_URL", format!("sqlite://{}", data.path().join(format!("{name}.db")).display()));
@@ -167,6 +170,12 @@ async fn the_charts_settings_run_the_services_end_to_end() {
     let request = authed(foodmesh_proto::order::v1::GetOrderRequest { order_id: order_id.clone() }, &token);
     let got = order.get_order(request).await.expect("GetOrder answers").into_inner().order.expect("the order");
     assert_eq!(got.order_id, order_id);
+    // The metrics port the chart opens (and annotates for Prometheus) serves order's RPCs.
+    let metrics = foodmesh_mesh::process::admin_get(metrics_ports["order"], "/metrics").await.expect("order's metrics");
+    assert!(
+        metrics.contains("foodmesh_rpc_requests_total{method=\"foodmesh.order.v1.OrderService/PlaceOrder\",code=\"Ok\"} 1"),
+        "{metrics}"
+    );
     // JSON logs, one object per line, as the chart asks (FOODMESH_LOG_FORMAT).
     let log = std::fs::read_to_string(data.path().join("order.log")).expect("order's log");
     let first = log.lines().next().expect("order logged");

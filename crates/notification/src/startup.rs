@@ -90,6 +90,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let stop = CancellationToken::new();
 
     let mut host = GrpcHost::bind(&common.server).await?;
+    host.observe(infra.metrics.clone());
     host.add_service(
         NotificationServiceServer::new(NotificationGrpc::new(app.clone(), infra.verifier.clone(), stop.clone()))
             .max_decoding_message_size(common.server.max_request_bytes),

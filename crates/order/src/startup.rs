@@ -121,7 +121,9 @@ impl Settings {
 /// Compares the status view with what the event streams say and, unless
 /// `check_only`, rewrites the orders that differ (see `app::rebuild`). Runs
 /// beside a running service; takes the service's settings.
-pub async fn rebuild_view(settings: Settings, check_only: bool) -> Result<RebuildReport, BoxError> {
+pub async fn rebuild_view(mut settings: Settings, check_only: bool) -> Result<RebuildReport, BoxError> {
+    // The service beside it serves the metrics port.
+    settings.common.metrics.listen_addr.clear();
     let infra = Infra::connect(&settings.common, "order-rebuild-view").await?;
     infra.db.migrate(&db::migrations()).await?;
     let mut source = events::JetStreamHistory::new(infra.js.clone());
@@ -144,8 +146,14 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         Faults { stop_after_charge: settings.faults.stop_after_charge },
     ));
     let stop = CancellationToken::new();
+    let sampled = app.clone();
+    infra.metrics.on_sample(move || {
+        let app = sampled.clone();
+        Box::pin(async move { app.metric_samples().await })
+    });
 
     let mut host = GrpcHost::bind(&common.server).await?;
+    host.observe(infra.metrics.clone());
     let grpc = OrderGrpc::new(app.clone(), infra.verifier.clone(), stop.clone());
     host.add_service(OrderServiceServer::new(grpc.clone()).max_decoding_message_size(common.server.max_request_bytes));
     host.add_service(CircuitServiceServer::new(grpc));

@@ -106,6 +106,7 @@ pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork
     ));
 
     let mut host = GrpcHost::bind(&common.server).await?;
+    host.observe(infra.metrics.clone());
     let grpc = PaymentGrpc::new(app.clone(), infra.verifier.clone());
     host.add_service(PaymentServiceServer::new(grpc.clone()).max_decoding_message_size(common.server.max_request_bytes));
     host.add_service(FaultServiceServer::new(grpc));

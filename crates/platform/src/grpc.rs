@@ -229,6 +229,7 @@ pub struct GrpcHost {
     settings: ServerSettings,
     routes: RoutesBuilder,
     services: Vec<&'static str>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl GrpcHost {
@@ -237,12 +238,25 @@ impl GrpcHost {
     pub async fn bind(settings: &ServerSettings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Self { listener, local_addr, settings: settings.clone(), routes: RoutesBuilder::default(), services: Vec::new() })
+        Ok(Self {
+            listener,
+            local_addr,
+            settings: settings.clone(),
+            routes: RoutesBuilder::default(),
+            services: Vec::new(),
+            metrics: None,
+        })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Records every RPC's method, status and duration in `metrics`.
+    pub fn observe(&mut self, metrics: crate::metrics::Metrics) -> &mut Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Adds an application service; its health status follows [`Readiness`].
@@ -314,6 +328,8 @@ impl GrpcHost {
                 crate::telemetry::continue_from_headers(&span, request.headers());
                 span
             })
+            // Counted first, so a request refused at the gate counts too.
+            .layer(crate::metrics::RpcMetricsLayer::new(self.metrics.clone()))
             // Requests wait for readiness: nothing runs before migrations.
             .layer(gate)
             .add_routes(self.routes.routes())

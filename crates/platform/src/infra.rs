@@ -48,6 +48,8 @@ pub struct CommonSettings {
     pub consumer: ConsumerSettings,
     /// The health watchdogs.
     pub health: crate::health::HealthSettings,
+    /// The Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 /// Why a service could not prepare its connections.
@@ -62,6 +64,9 @@ pub enum InfraError {
     /// NATS settings are unusable.
     #[error("cannot set up the NATS connection: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    /// The metrics endpoint cannot listen where it was told to.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(#[source] std::io::Error),
 }
 
 /// A service's connections. Nothing here waits for a server: the database
@@ -79,6 +84,8 @@ pub struct Infra {
     pub verifier: Verifier,
     /// Wakes the outbox relay after a commit.
     pub outbox: OutboxSignal,
+    /// The service's Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Infra {
@@ -88,7 +95,11 @@ impl Infra {
         let verifier = Verifier::from_settings(&settings.auth)?;
         let nats = messaging::connect(&settings.nats, name).await?;
         let js = messaging::jetstream(nats.clone());
-        Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default() })
+        let metrics = crate::metrics::Metrics::new(name, &settings.metrics).map_err(InfraError::Metrics)?;
+        if let Some(addr) = metrics.addr() {
+            tracing::info!(service = name, %addr, "metrics at /metrics");
+        }
+        Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default(), metrics })
     }
 
     /// The outbox relay of this service.
@@ -110,6 +121,11 @@ impl Infra {
         }
         let (db, health, vitals) = (self.db.clone(), settings.health.clone(), workers.vitals());
         workers.spawn(|stop| crate::health::watch_database(db, health, vitals, stop));
+        let metrics = self.metrics.clone();
+        workers.spawn(|stop| metrics.serve(stop));
+        let (metrics, db, js, interval) =
+            (self.metrics.clone(), self.db.clone(), self.js.clone(), settings.metrics.sample_interval);
+        workers.spawn(|stop| metrics.sample(db, js, interval, stop));
         workers
     }
 

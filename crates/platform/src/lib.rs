@@ -35,6 +35,7 @@ pub mod inbox;
 pub mod infra;
 pub mod lifecycle;
 pub mod messaging;
+pub mod metrics;
 pub mod money;
 pub mod outbox;
 pub mod paging;

@@ -97,6 +97,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     let infra = Infra::connect(&common, "store").await?;
     let app = Arc::new(StoreApp::new(infra.db.clone(), infra.outbox.clone(), kitchen));
     let mut host = GrpcHost::bind(&common.server).await?;
+    host.observe(infra.metrics.clone());
     host.add_service(
         StoreServiceServer::new(StoreGrpc::new(app.clone(), infra.verifier.clone()))
             .max_decoding_message_size(common.server.max_request_bytes),

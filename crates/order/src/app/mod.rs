@@ -355,6 +355,26 @@ impl OrderApp {
         self.payment.load()
     }
 
+    /// The gauges order adds to the common metrics: the breaker in front of
+    /// payment (0 closed or off, 1 half-open, 2 open) and orders by status.
+    pub async fn metric_samples(&self) -> Vec<foodmesh_platform::metrics::Sample> {
+        let state = match self.payment.load().breaker.phase {
+            Phase::Closed | Phase::Disabled => 0,
+            Phase::HalfOpen => 1,
+            Phase::Open => 2,
+        };
+        let mut samples = vec![("circuit_breaker_state", vec![("dependency".to_owned(), "payment".to_owned())], state)];
+        match db::count_by_status(self.db.reader()).await {
+            Ok(counts) => {
+                for (status, count) in counts {
+                    samples.push(("orders", vec![("status".to_owned(), status.to_lowercase())], count));
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "orders by status not sampled"),
+        }
+        samples
+    }
+
     /// Places and pays an order. The order exists only if payment captured the
     /// charge; a repeated request returns the same order and charges once.
     pub async fn place(&self, request: PlaceOrder, credentials: &Credentials, deadline: Option<Instant>) -> Result<Order, Error> {
