@@ -4,7 +4,10 @@
 //! # Layout
 //! - [`breaker`]: a circuit breaker as a tower layer.
 //! - [`config`]: layered settings (built-in defaults, file, environment) and [`config::Secret`].
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logs and traces (OpenTelemetry, W3C trace context over gRPC and NATS, OTLP export).
+//! - [`saga_trace`]: each saga's trace, kept for work done later without an incoming event.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`health`]: readiness and liveness beyond "the server is up" (database watchdog, dead workers).
 //! - [`auth`]: bearer-JWT verification ([`auth::Verifier`]) and token issuing for tools.
 //! - [`grpc`]: the gRPC host (health, reflection, readiness gate) and rich status helpers.
 //! - [`infra`]: the settings every service shares and the connections made from them.
