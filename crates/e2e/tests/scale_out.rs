@@ -22,13 +22,18 @@ async fn place_many(mesh: &Mesh, round: &str, count: usize) -> Vec<(String, Orde
     futures::future::join_all(placing).await
 }
 
+/// Waits until every order is delivered and its view has every kitchen step.
+/// The store's events reach order's replicas in no fixed order: a replica
+/// can apply "delivered" while another still retries "cooking" (its batch lost
+/// a write race), and the late fact then fills in the timeline. A CI run on
+/// PostgreSQL read a view in that moment.
 async fn wait_delivered(mesh: &Mesh, placed: &[(String, Order)]) {
     for (customer, order) in placed {
         let token = mesh.customer(customer);
-        eventually(SAGA_TIMEOUT, &format!("{} delivered", order.order_id), || async {
+        eventually(SAGA_TIMEOUT, &format!("{} delivered with its whole timeline", order.order_id), || async {
             let request = GetOrderRequest { order_id: order.order_id.clone() };
             let order = mesh.order().get_order(authed(request, &token)).await.expect("get").into_inner().order.expect("order");
-            (order.status() == OrderStatus::Delivered).then_some(())
+            (order.status() == OrderStatus::Delivered && order.timeline.len() == 5).then_some(())
         })
         .await;
     }
