@@ -159,17 +159,8 @@ async fn measure(
     let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel();
     eprintln!("bench: baseline, gRPC health checks at {} in flight for 5 s", args.concurrency);
     let baseline = load::health_baseline(&mesh.endpoints.order, args.concurrency, Duration::from_secs(5)).await?;
-    let load_args = LoadArgs {
-        concurrency: args.concurrency,
-        rate: Some(args.rate),
-        duration_secs: args.duration_secs,
-        requests: None,
-        customers: 1000,
-        timeout_ms: 5000,
-        connections: 4,
-        json: false,
-        scenario: load::Scenario::Place,
-    };
+    let load_args =
+        LoadArgs { rate: Some(args.rate), ..LoadArgs::closed_loop(args.concurrency, args.duration_secs, load::Scenario::Place) };
     // Every process of the mesh, NATS included, and this load generator.
     let pids: Vec<(String, Option<u32>)> = mesh
         .processes

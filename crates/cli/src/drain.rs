@@ -88,17 +88,7 @@ async fn measure(home: &Home, options: &LocalOptions, mesh: &mut LocalMesh, args
     let nats = async_nats::connect(&mesh.endpoints.nats).await?;
     let mut received = nats.subscribe("store.v1.order.received").await?;
     eprintln!("bench-drain: store stopped; placing {} orders", args.orders);
-    let load_args = LoadArgs {
-        concurrency: 32,
-        rate: None,
-        duration_secs: 600,
-        requests: Some(args.orders),
-        customers: 1000,
-        timeout_ms: 5000,
-        connections: 4,
-        json: false,
-        scenario: load::Scenario::Place,
-    };
+    let load_args = LoadArgs { requests: Some(args.orders), ..LoadArgs::closed_loop(32, 600, load::Scenario::Place) };
     let placed = load::drive(home, &mesh.endpoints.order, &load_args, None).await?;
     if placed.successes != args.orders {
         bail!("only {} of {} orders were placed", placed.successes, args.orders);

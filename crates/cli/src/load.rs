@@ -54,6 +54,25 @@ pub struct LoadArgs {
     pub scenario: Scenario,
 }
 
+impl LoadArgs {
+    /// A closed-loop run of `scenario` at `concurrency` for `duration_secs`,
+    /// with the command's other defaults (1,000 customers, a 5 s deadline, 4
+    /// connections): what the benchmarks start from.
+    pub fn closed_loop(concurrency: usize, duration_secs: u64, scenario: Scenario) -> Self {
+        LoadArgs {
+            concurrency,
+            rate: None,
+            duration_secs,
+            requests: None,
+            customers: 1000,
+            timeout_ms: 5000,
+            connections: 4,
+            json: false,
+            scenario,
+        }
+    }
+}
+
 /// What the load does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {

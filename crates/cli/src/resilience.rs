@@ -155,17 +155,7 @@ fn options(args: &ResilienceArgs, name: &str) -> LocalOptions {
 }
 
 fn load_args(args: &ResilienceArgs, duration_secs: u64) -> LoadArgs {
-    LoadArgs {
-        concurrency: args.concurrency,
-        rate: None,
-        duration_secs,
-        requests: None,
-        customers: 1000,
-        timeout_ms: args.timeout_ms,
-        connections: 4,
-        json: false,
-        scenario: load::Scenario::Place,
-    }
+    LoadArgs { timeout_ms: args.timeout_ms, ..LoadArgs::closed_loop(args.concurrency, duration_secs, load::Scenario::Place) }
 }
 
 async fn one_run(args: &ResilienceArgs, name: &str, capacity: f64) -> Result<RunReport> {

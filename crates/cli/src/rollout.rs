@@ -119,17 +119,7 @@ async fn measure(args: &RolloutArgs, home: &Home, options: &LocalOptions, mesh: 
     let gateway = mesh.endpoints.order.clone();
     let admin = mesh.endpoints.envoy_admin.clone().context("the mesh has an Envoy admin")?;
     let admin_port: u16 = admin.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).context("Envoy's admin port")?;
-    let load_args = LoadArgs {
-        concurrency: args.concurrency,
-        rate: None,
-        duration_secs: args.duration_secs,
-        requests: None,
-        customers: 1000,
-        timeout_ms: 5000,
-        connections: 4,
-        json: false,
-        scenario: args.scenario,
-    };
+    let load_args = LoadArgs::closed_loop(args.concurrency, args.duration_secs, args.scenario);
     let started = Instant::now();
     let load = load::drive(home, &gateway, &load_args, None);
     let replicas: Vec<String> =
