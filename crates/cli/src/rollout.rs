@@ -144,12 +144,8 @@ async fn measure(args: &RolloutArgs, home: &Home, options: &LocalOptions, mesh: 
     };
     let (load, restarts) = tokio::join!(load, restarts);
     let (load, restarts) = (load?, restarts?);
-    let stat = |name: &'static str| async move {
-        let text = foodmesh_mesh::process::admin_get(admin_port, &format!("/stats?filter=^{name}$")).await.unwrap_or_default();
-        text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse::<u64>().ok())).unwrap_or(0)
-    };
-    let health_check_failures = stat("cluster.order-v1.health_check.failure").await;
-    let retries = stat("cluster.order-v1.upstream_rq_retry").await;
+    let health_check_failures = foodmesh_mesh::process::stat(admin_port, "cluster.order-v1.health_check.failure").await;
+    let retries = foodmesh_mesh::process::stat(admin_port, "cluster.order-v1.upstream_rq_retry").await;
     // Let the reconciler settle any charge whose caller gave up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let audit = audit(home).await?;

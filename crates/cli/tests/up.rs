@@ -150,11 +150,8 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
     let admin = admin["envoy_admin"].as_str().expect("envoy_admin").to_owned();
     let port: u16 = admin.rsplit(':').next().and_then(|p| p.parse().ok()).expect("admin port");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let text = runtime
-        .block_on(foodmesh_mesh::process::admin_get(port, "/stats?filter=^cluster.payment-v1.upstream_rq_total$"))
-        .expect("Envoy's admin answers");
-    let charges: u64 = text.split(':').nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    assert!(charges >= 5, "4 demo charges and erin's went through Envoy: {text}");
+    let charges = runtime.block_on(foodmesh_mesh::process::stat(port, "cluster.payment-v1.upstream_rq_total"));
+    assert!(charges >= 5, "4 demo charges and erin's went through Envoy: {charges}");
 
     stop_up(running, (base..base + 14).chain([nats]));
 }

@@ -74,9 +74,15 @@ impl Envoy {
 
     /// A counter or gauge, e.g. `cluster.payment-v1.upstream_rq_total`; 0 if absent.
     pub async fn stat(&self, name: &str) -> u64 {
-        let text = self.admin(&format!("/stats?filter=^{name}$")).await.unwrap_or_default();
-        text.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+        stat(self.admin_port, name).await
     }
+}
+
+/// A counter or gauge of the Envoy whose admin interface is on `admin_port`;
+/// 0 if absent or unreachable.
+pub async fn stat(admin_port: u16, name: &str) -> u64 {
+    let text = admin_get(admin_port, &format!("/stats?filter=^{name}$")).await.unwrap_or_default();
+    text.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
 /// A plain HTTP/1.1 GET (`Connection: close`) on loopback: the admin interface needs no more.
