@@ -277,20 +277,24 @@ fn parse_headers(text: &str) -> Option<HeaderMap> {
 }
 
 impl OutboxMessage {
-    /// An outbox row for an encoded event envelope. It carries the trace
-    /// context of its saga (see [`crate::telemetry::saga_traceparent`]).
-    pub fn new(subject: impl Into<String>, event_id: impl Into<String>, envelope: &impl prost::Message) -> Self {
-        let payload = envelope.encode_to_vec();
-        let correlation_id = Envelope::correlation_id(&payload).unwrap_or_default();
-        let headers = crate::telemetry::saga_traceparent(&correlation_id)
+    /// An outbox row for an event envelope whose metadata is `metadata`: the
+    /// event id from it, and the trace context of its saga (see
+    /// [`crate::telemetry::saga_traceparent`]).
+    pub fn new(
+        subject: impl Into<String>,
+        metadata: &foodmesh_proto::common::v1::EventMetadata,
+        envelope: &impl prost::Message,
+    ) -> Self {
+        let headers = crate::telemetry::saga_traceparent(&metadata.correlation_id)
             .map(|tp| format!("{}: {tp}", crate::telemetry::TRACEPARENT))
             .unwrap_or_default();
-        Self { event_id: event_id.into(), subject: subject.into(), payload, headers }
+        Self { event_id: metadata.event_id.clone(), subject: subject.into(), payload: envelope.encode_to_vec(), headers }
     }
 }
 
 /// What every foodmesh event envelope starts with (field 1 of OrderEvent,
-/// PaymentEvent and StoreEvent): enough to read the correlation id of any.
+/// PaymentEvent and StoreEvent): enough to read the correlation id of any
+/// consumed event.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
     /// The event's metadata.

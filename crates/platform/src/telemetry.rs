@@ -108,15 +108,17 @@ pub fn trace_id(span: &Span) -> String {
     if span_context.is_valid() { span_context.trace_id().to_string() } else { String::new() }
 }
 
+/// The remote span a `traceparent` names (invalid if it is malformed).
+fn remote(traceparent: &str) -> opentelemetry::Context {
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract(&carrier)
+}
+
 /// Makes `span` continue the trace of `traceparent` (a remote parent) and
 /// records its `trace_id` field, if it has one.
 pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
-    if let Some(traceparent) = traceparent {
-        let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-        let parent = TraceContextPropagator::new().extract(&carrier);
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+    if let Some(parent) = traceparent.map(remote).filter(|p| p.span().span_context().is_valid()) {
+        let _ = span.set_parent(parent);
     }
     span.record("trace_id", trace_id(span));
 }
@@ -139,9 +141,7 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
 /// Links `span` to the trace of `traceparent` without making it its parent:
 /// a staff request acting on an order is its own trace, linked to the order's.
 pub fn link(span: &Span, traceparent: &str) {
-    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    let linked = TraceContextPropagator::new().extract(&carrier);
-    let span_context = linked.span().span_context().clone();
+    let span_context = remote(traceparent).span().span_context().clone();
     if span_context.is_valid() {
         span.add_link(span_context);
     }

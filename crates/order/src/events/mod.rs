@@ -72,8 +72,7 @@ pub fn order_message(event: &OrderEvent, occurred_at: Timestamp) -> OutboxMessag
         ),
     };
     let metadata = messaging::event_metadata(order.id.as_str(), PRODUCER, occurred_at);
-    let event_id = metadata.event_id.clone();
-    OutboxMessage::new(subject, event_id, &pb::OrderEvent { metadata: Some(metadata), event: Some(body) })
+    OutboxMessage::new(subject, &metadata, &pb::OrderEvent { metadata: Some(metadata.clone()), event: Some(body) })
 }
 
 /// The consumers of this service: catalogs (from the latest of each store),

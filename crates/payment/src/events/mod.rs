@@ -53,8 +53,7 @@ pub fn outbox_message(event: &PaymentEvent, occurred_at: Timestamp) -> OutboxMes
         ),
     };
     let metadata = messaging::event_metadata(&payment.order_id, PRODUCER, occurred_at);
-    let event_id = metadata.event_id.clone();
-    OutboxMessage::new(subject, event_id, &pb::PaymentEvent { metadata: Some(metadata), event: Some(body) })
+    OutboxMessage::new(subject, &metadata, &pb::PaymentEvent { metadata: Some(metadata.clone()), event: Some(body) })
 }
 
 /// Which store events this service consumes.

@@ -63,14 +63,12 @@ pub fn kitchen_message(event: &KitchenEvent, occurred_at: Timestamp) -> OutboxMe
         }
     };
     let metadata = messaging::event_metadata(&order.order_id, PRODUCER, occurred_at);
-    let event_id = metadata.event_id.clone();
-    OutboxMessage::new(subject, event_id, &pb::StoreEvent { metadata: Some(metadata), event: Some(body) })
+    OutboxMessage::new(subject, &metadata, &pb::StoreEvent { metadata: Some(metadata.clone()), event: Some(body) })
 }
 
 /// The outbox row that publishes a store's catalog.
 pub fn catalog_message(catalog: &Catalog, occurred_at: Timestamp) -> OutboxMessage {
     let metadata = messaging::event_metadata(&catalog.store.store_id, PRODUCER, occurred_at);
-    let event_id = metadata.event_id.clone();
     let body = pb::store_event::Event::CatalogPublished(pb::CatalogPublished {
         store: Some(convert::store(&catalog.store)),
         items: convert::catalog_items(catalog),
@@ -78,8 +76,8 @@ pub fn catalog_message(catalog: &Catalog, occurred_at: Timestamp) -> OutboxMessa
     });
     OutboxMessage::new(
         subjects::store_catalog(&catalog.store.store_id),
-        event_id,
-        &pb::StoreEvent { metadata: Some(metadata), event: Some(body) },
+        &metadata,
+        &pb::StoreEvent { metadata: Some(metadata.clone()), event: Some(body) },
     )
 }
 
