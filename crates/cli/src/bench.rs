@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Let every service run on any core, instead of one core each.
     #[arg(long)]
     pub no_pin: bool,
+    /// The `nice` value of nats-server, store and notification, the saga's
+    /// background, so that order and payment answer first (0: all equal).
+    #[arg(long, default_value_t = crate::local::DEFAULT_BACKGROUND_NICE, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub background_nice: u8,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -113,9 +117,15 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
         kitchen_step: Some(step),
         worker_threads: args.worker_threads,
         pin_cpus: !args.no_pin,
+        background_nice: args.background_nice,
         ..LocalOptions::benchmark(args.base_port, args.nats_port)
     };
-    eprintln!("bench: starting a fresh mesh in {}", dir.display());
+    eprintln!(
+        "bench: starting a fresh mesh in {} (cores pinned: {}; nats, store and notification at nice {})",
+        dir.display(),
+        options.pin_cpus,
+        options.background_nice
+    );
     let mesh = LocalMesh::start(&home, &options).await?;
     let outcome = measure(&home, &mesh, args, step).await;
     mesh.stop(&home).await;

@@ -61,6 +61,10 @@ enum Command {
         /// Let every service run on any core, instead of one core each.
         #[arg(long)]
         no_pin: bool,
+        /// The `nice` value of nats-server, store and notification, the saga's
+        /// background, so that order and payment answer first (0: all equal).
+        #[arg(long, default_value_t = local::DEFAULT_BACKGROUND_NICE, value_parser = clap::value_parser!(u8).range(0..=19))]
+        background_nice: u8,
         /// Put the services behind a local Envoy configured from istio/: the
         /// gateway on order's port, payment reached by order through Envoy.
         #[arg(long)]
@@ -295,6 +299,7 @@ async fn run(cli: Cli) -> Result<()> {
             nats_port,
             worker_threads,
             no_pin,
+            background_nice,
             mesh,
             order_replicas,
         } => {
@@ -309,6 +314,7 @@ async fn run(cli: Cli) -> Result<()> {
                 extra_env: Vec::new(),
                 worker_threads,
                 pin_cpus: !no_pin,
+                background_nice,
                 mesh,
                 service_env: Vec::new(),
                 order_replicas,

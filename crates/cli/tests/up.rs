@@ -68,6 +68,32 @@ fn stop_up(running: Running, ports: impl IntoIterator<Item = u16>) {
     }
 }
 
+/// The `nice` value in a `/proc/<pid>/stat` file (the 19th field; the
+/// command name before it is in parentheses and may hold spaces).
+fn niceness(stat: &std::path::Path) -> i64 {
+    let text = std::fs::read_to_string(stat).expect("a stat file");
+    let after_name = &text[text.rfind(')').expect("(comm)") + 1..];
+    after_name.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("a nice field")
+}
+
+/// (command name, nice value) of every process working in `home`: the
+/// services and nats-server that `foodmesh up` started there.
+fn niceness_by_name(home: &std::path::Path) -> Vec<(String, i64)> {
+    let home = home.canonicalize().expect("home");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let dir = entry.path();
+        if std::fs::read_link(dir.join("cwd")).ok().as_deref() != Some(home.as_path()) {
+            continue;
+        }
+        if let Ok(comm) = std::fs::read_to_string(dir.join("comm")) {
+            found.push((comm.trim().to_owned(), niceness(&dir.join("stat"))));
+        }
+    }
+    found.sort();
+    found
+}
+
 #[test]
 fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     let home = tempfile::tempdir().expect("temp dir");
@@ -101,6 +127,7 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     // Second run on the same home: stays up until Ctrl-C (SIGINT).
     let mut args: Vec<&str> = up.to_vec();
     args.retain(|a| *a != "--exit-after-demo");
+    args.extend(["--background-nice", "7"]);
     let running = start_up(home.path(), &args);
     let transcript = &running.transcript;
     assert!(transcript.contains("foodmesh: running"), "the mesh stays up after the demo:\n{transcript}");
@@ -110,6 +137,20 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     assert_eq!(history.lines().filter(|l| l.contains("DELIVERED")).count(), 2, "both runs' orders are kept:\n{history}");
     let token = foodmesh(home.path(), &["token", "--customer", "alice"]);
     assert_eq!(String::from_utf8_lossy(&token.stdout).trim().split('.').count(), 3, "a JWT");
+
+    // The saga's background runs below the request path when asked to.
+    let own = niceness(std::path::Path::new("/proc/self/stat"));
+    let started = niceness_by_name(home.path());
+    for (name, expected) in [
+        ("foodmesh-order", own),
+        ("foodmesh-payme", own),
+        ("foodmesh-store", (own + 7).min(19)),
+        ("foodmesh-notif", (own + 7).min(19)),
+        ("nats-server", (own + 7).min(19)),
+    ] {
+        let found: Vec<i64> = started.iter().filter(|(comm, _)| comm.starts_with(name)).map(|(_, n)| *n).collect();
+        assert_eq!(found, [expected], "{name}'s nice value (this test's is {own}); all: {started:?}");
+    }
 
     stop_up(running, [base, base + 1, base + 2, base + 3, nats]);
 }
