@@ -142,9 +142,7 @@ fn instances(options: &LocalOptions) -> Vec<Instance> {
         .enumerate()
         .map(|(index, (name, service, offset))| Instance { name, service, binary: name, offset: *offset, index })
         .collect();
-    let Some(order) = all.iter().find(|i| i.name == "order").copied() else {
-        unreachable!("SERVICES lists order")
-    };
+    let Some(order) = all.iter().find(|i| i.name == "order").copied() else { unreachable!("SERVICES lists order") };
     for (i, name) in ORDER_REPLICAS.iter().enumerate().take(options.order_replicas.max(1)).skip(1) {
         let offset = 3 + u16::try_from(i).unwrap_or(u16::MAX);
         all.push(Instance { name, offset, index: all.len(), ..order });

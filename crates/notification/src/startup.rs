@@ -39,6 +39,7 @@ pub struct Settings {
 
 /// How messages go out (see `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
     /// `log` or `webhook`.
     pub kind: String,

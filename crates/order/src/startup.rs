@@ -46,6 +46,7 @@ pub struct Settings {
 
 /// Faults for tests of the recovery paths; never on in production.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultSettings {
     /// Stop PlaceOrder after the charge, before the order commits (see
     /// `app::Faults`).
@@ -55,6 +56,7 @@ pub struct FaultSettings {
 
 /// How to reach payment.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentSettings {
     /// Its gRPC URL.
     pub url: String,
@@ -72,6 +74,7 @@ pub struct PaymentSettings {
 
 /// The circuit breaker in front of payment.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentBreakerSettings {
     /// Off: charges always go to payment.
     pub enabled: bool,
@@ -100,6 +103,7 @@ impl PaymentSettings {
 
 /// How CancelOrder waits.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CancelSettings {
     /// How long to wait for the store's answer.
     #[serde(deserialize_with = "config::millis", rename = "wait_ms")]
@@ -175,4 +179,38 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         }
     };
     Ok(lifecycle::launch("order", host, drain, stop, init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        config::load_from(&[COMMON_DEFAULTS, DEFAULTS], file.map(|f| (std::path::PathBuf::from("order.toml"), f)), env)
+    }
+
+    #[test]
+    fn a_misspelt_key_in_a_known_section_fails_start_up_and_names_the_key() {
+        // In a section every service shares (flattened from CommonSettings)…
+        let err = load(Some("[server]\nlisten_adr = \"127.0.0.1:1\"\n"), &[]).expect_err("listen_adr is not a setting");
+        assert!(err.to_string().contains("unknown field `listen_adr`"), "{err}");
+        // …in one of order's own, from the environment…
+        let err = load(None, &[("FOODMESH_PAYMENT__TIMEOUT", "100")]).expect_err("timeout_ms is the setting");
+        assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+        // …and nested one level deeper.
+        let err = load(Some("[payment.breaker]\nfailures = 3\n"), &[]).expect_err("not a breaker setting");
+        assert!(err.to_string().contains("unknown field `failures`"), "{err}");
+    }
+
+    #[test]
+    fn variables_for_the_cli_or_other_services_do_not_stop_order() {
+        // `foodmesh up` hands its environment to every service: FOODMESH_HOME
+        // is the CLI's, [auto_kitchen] is store's. Neither is order's to judge.
+        let settings = load(None, &[("FOODMESH_HOME", "/tmp/x"), ("FOODMESH_AUTO_KITCHEN__ENABLED", "true")])
+            .expect("unrelated variables are left alone");
+        assert_eq!(settings.common.server.listen_addr.to_string(), "127.0.0.1:50051");
+        let settings = load(Some("[server]\nlisten_addr = \"127.0.0.1:7\"\n"), &[]).expect("a known key");
+        assert_eq!(settings.common.server.listen_addr.to_string(), "127.0.0.1:7");
+    }
 }

@@ -37,6 +37,7 @@ pub struct Settings {
 
 /// Faults for demos and tests of the callers' recovery; never on in production.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultSettings {
     /// Commit a new charge, then answer UNAVAILABLE as if the reply had been
     /// lost on the way back: the caller must retry with the same key (and

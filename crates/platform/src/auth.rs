@@ -27,6 +27,7 @@ use tonic::metadata::MetadataMap;
 
 /// How a service checks tokens. Part of every service's configuration.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// The expected `iss` claim.
     pub issuer: String,

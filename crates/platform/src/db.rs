@@ -22,6 +22,7 @@ use crate::config::Secret;
 
 /// Where a service keeps its data.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://path/to/file.db` (created if missing) or `postgres://user:pass@host/db`.
     pub url: Secret<String>,

@@ -33,6 +33,7 @@ use crate::{auth::AuthError, validation::Violations};
 
 /// How a service's gRPC server listens and behaves.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Where to listen, for example `127.0.0.1:50051`. Port 0 picks a free port.
     pub listen_addr: SocketAddr,

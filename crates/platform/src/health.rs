@@ -31,6 +31,7 @@ pub const LIVENESS: &str = "liveness";
 
 /// How the database watchdog checks.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// How often the database is pinged.
     #[serde(deserialize_with = "crate::config::millis", rename = "check_interval_ms")]

@@ -18,6 +18,7 @@ pub const COMMON_DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Consumer settings shared by a service's consumers.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
     /// The most events applied in one database transaction.
     pub batch_size: usize,

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 /// How a service reaches NATS.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// For example `nats://127.0.0.1:4222`.
     pub url: String,

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Where and how often.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// `host:port` of the `/metrics` endpoint; empty turns it off.
     pub listen_addr: String,

@@ -30,6 +30,7 @@ use crate::{
 
 /// How the relay works.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     /// The most rows published per round (their acks are awaited together).
     pub batch_size: usize,

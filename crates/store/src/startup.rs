@@ -40,6 +40,7 @@ pub struct Settings {
 
 /// The auto-kitchen's settings (see `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AutoKitchenSettings {
     /// Whether it runs.
     pub enabled: bool,
@@ -59,6 +60,7 @@ pub struct AutoKitchenSettings {
 
 /// Where the catalog comes from.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
     /// A TOML file shaped like `seed/catalog.toml`; unset for the demo catalog.
     #[serde(default)]
