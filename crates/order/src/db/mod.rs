@@ -475,13 +475,13 @@ pub async fn orders_of_customer<'c>(
     .collect()
 }
 
-/// Stores newly placed orders, in one statement.
 /// How many orders the view holds in each status (the `foodmesh_orders` gauge).
 pub async fn count_by_status<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status").fetch_all(db).await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
 }
 
+/// Stores newly placed orders, in one statement.
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 20;
     for chunk in orders.chunks(50) {
