@@ -220,7 +220,7 @@ fn pinning(index: usize) -> Option<(PathBuf, usize)> {
     if cores < 2 {
         return None;
     }
-    let taskset = ["/usr/bin/taskset", "/bin/taskset"].into_iter().map(PathBuf::from).find(|p| p.exists())?;
+    let taskset = system_tool("taskset")?;
     // SERVICES starts payment, store, notification, order: with two cores,
     // payment and notification share one and store and order the other,
     // which splits the CPU each order costs about evenly.
@@ -290,10 +290,15 @@ fn is_background(name: &str) -> bool {
     matches!(name, "nats" | "store" | "notification")
 }
 
+/// A program of the base system (util-linux, coreutils: on every Debian).
+fn system_tool(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/bin"].into_iter().map(|dir| Path::new(dir).join(name)).find(|p| p.exists())
+}
+
 /// The command that starts `program` with `args`: through `taskset` when it
 /// is pinned to a core, then through `nice` when it is background and
-/// `options.background_nice` is not 0. Both exec what follows them, so the child's pid is
-/// still the program's.
+/// `options.background_nice` is not 0. Both exec what follows them, so the
+/// child's pid is still the program's.
 fn launcher(
     options: &LocalOptions,
     name: &str,
@@ -309,9 +314,9 @@ fn launcher(
         }
         None => (program, args),
     };
-    let nice = ["/usr/bin/nice", "/bin/nice"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    match nice {
-        Some(nice) if options.background_nice > 0 && is_background(name) => {
+    let lowered = options.background_nice > 0 && is_background(name);
+    match lowered.then(|| system_tool("nice")).flatten() {
+        Some(nice) => {
             let mut niced = vec!["-n".to_owned(), options.background_nice.to_string(), program.display().to_string()];
             niced.extend(args);
             (nice, niced)

@@ -2,9 +2,9 @@
 //! config files `helm template` renders (helm/foodmesh, default values) start
 //! the four service binaries, which answer the chart's probes (gRPC health
 //! "" and "liveness"), take an order end to end, serve their metrics and log
-//! JSON lines with trace ids. Only what must differ on
-//! one machine is replaced: listen addresses (loopback ports, gRPC and metrics), the NATS URL,
-//! the key file and database paths, and payment's address for order.
+//! JSON lines with trace ids. Only what must differ on one machine is
+//! replaced: listen addresses (loopback ports, gRPC and metrics), the NATS
+//! URL, the key file and database paths, and payment's address for order.
 //!
 //! Needs helm (scripts/bootstrap --test) and the service binaries
 //! (`cargo build --workspace --bins`).
