@@ -1,6 +1,7 @@
 //! The outbox relay on its own, against a real nats-server and a real
-//! database: commit order, "sent" only after JetStream's ack, retention, and
-//! a re-fed row that JetStream's duplicate window drops.
+//! database: commit order, "sent" only after JetStream's ack, retention,
+//! a re-fed row that JetStream's duplicate window drops, and the linger that
+//! turns the commits of a busy moment into one round.
 
 use std::time::Duration;
 
@@ -22,16 +23,22 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(Vec::new(), OutboxSignal::default()).await
+}
+
+/// A relay with `overrides` on top of the test settings, woken by `signal`.
+async fn setup_with(overrides: Vec<(String, String)>, signal: OutboxSignal) -> Setup {
     let nats = NatsServer::start().await;
     let dbs = TestDatabases::new(backend_from_env());
-    let env = service_env(&dbs.url("outbox").await, &nats.url(), &TestKeys::new());
+    let mut env = service_env(&dbs.url("outbox").await, &nats.url(), &TestKeys::new());
+    env.extend(overrides);
     let settings: CommonSettings = config::load_from(&[COMMON_DEFAULTS], None, env).expect("settings");
     let db = Database::connect_lazy(&settings.database).expect("database");
     let none = || sqlx::migrate::Migrator::DEFAULT;
     db.migrate(&Migrations { sqlite: none(), postgres: none() }).await.expect("migrate");
     let js = messaging::jetstream(messaging::connect(&settings.nats, "outbox-test").await.expect("nats"));
     messaging::ensure_streams(&js, &[ORDER_EVENTS]).await.expect("stream");
-    let relay = Relay::new(db.clone(), js, settings.relay, OutboxSignal::default());
+    let relay = Relay::new(db.clone(), js, settings.relay, signal);
     Setup { nats, _dbs: dbs, db, relay }
 }
 
@@ -129,4 +136,49 @@ async fn sent_rows_are_kept_for_the_retention_and_a_refed_row_is_not_published_t
     assert_eq!(stream_bodies(&s.nats).await, (0..11).collect::<Vec<_>>(), "each event once in the stream");
     let dropped = count(&s.db, "SELECT value FROM counters WHERE name = 'outbox.duplicates'").await;
     assert_eq!(dropped, 5, "counted for operators");
+}
+
+/// Waits until `n` rows are marked sent (at most `within`); returns how long that took.
+async fn until_sent(db: &Database, n: i64, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while count(db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL").await < n {
+        assert!(started.elapsed() < within, "{n} rows not sent within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_publishes_at_once_and_a_flowing_one_publishes_its_linger_in_one_round() {
+    // A linger far longer than any round, so that which path ran is plain.
+    let linger = Duration::from_secs(2);
+    let signal = OutboxSignal::default();
+    let overrides = vec![("FOODMESH_RELAY__LINGER_MS".to_owned(), linger.as_millis().to_string())];
+    let s = setup_with(overrides, signal.clone()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(s.relay.clone().run(stop.clone()));
+
+    // Idle: a lone event goes out without waiting for the linger.
+    commit(&s.db, 0, 1).await;
+    signal.notify();
+    let lone = until_sent(&s.db, 1, Duration::from_secs(30)).await;
+    assert!(lone < linger, "a lone event waited {lone:?}, as long as a flowing round");
+
+    // Flowing: a round finds five rows, then 55 commits follow, each waking
+    // the relay. Those wait for the linger and go out together: a round (one
+    // outbox read, one mark-sent write) per linger, not one per commit.
+    commit(&s.db, 1, 5).await;
+    signal.notify();
+    for i in 6..61 {
+        commit(&s.db, i, 1).await;
+        signal.notify();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    until_sent(&s.db, 61, Duration::from_secs(30)).await;
+    let rounds = count(&s.db, "SELECT COUNT(DISTINCT sent_at) FROM outbox WHERE event_id <> 'evt-0'").await;
+    assert!(rounds <= 4, "60 flowing commits took {rounds} relay rounds");
+    assert_eq!(stream_bodies(&s.nats).await, (0..61).collect::<Vec<_>>(), "every event once, in commit order");
+
+    stop.cancel();
+    relay.await.expect("the relay stops");
 }

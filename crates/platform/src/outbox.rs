@@ -41,11 +41,18 @@ pub struct RelaySettings {
     /// How long sent outbox rows and inbox rows are kept.
     #[serde(deserialize_with = "crate::config::millis", rename = "retention_ms")]
     pub retention: Duration,
+    /// While events are flowing (the previous round read more than one row and
+    /// the next commit came less than this long after it), how long a wake-up waits before
+    /// reading the outbox, so that one round publishes what the commits of
+    /// that time wrote: one read and one mark-sent write per round instead of
+    /// per commit. A relay that was idle publishes at once ([`IDLE_LINGER`]).
+    #[serde(deserialize_with = "crate::config::millis", rename = "linger_ms")]
+    pub linger: Duration,
 }
 
-/// How long the relay waits after a wake-up before reading the outbox, so that
-/// one round publishes what several commits wrote.
-const LINGER: Duration = Duration::from_millis(2);
+/// How long an idle relay waits after a wake-up, so that the commits of the
+/// next moment (a group commit, a consumer batch) join the round.
+const IDLE_LINGER: Duration = Duration::from_millis(2);
 
 /// An event to publish, written with [`enqueue`].
 #[derive(Debug, Clone)]
@@ -137,7 +144,9 @@ impl Relay {
         let mut last_purge = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
-            match self.publish_pending().await {
+            let round = self.publish_pending().await;
+            let (ended, read) = (tokio::time::Instant::now(), round.as_ref().map_or(0, |r| r.read));
+            match round {
                 Ok(report) if report.read == self.settings.batch_size && report.sent == report.read => {
                     failures = 0;
                     continue; // a backlog: keep going without waiting
@@ -164,8 +173,11 @@ impl Relay {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.signal.0.notified(), if failures == 0 => {
-                    // Let the commits of the next few milliseconds join this round.
-                    tokio::time::sleep(LINGER).await;
+                    // Flowing: the last round found several rows and the next
+                    // commit came soon after it. Let the commits of the next
+                    // moment join this round.
+                    let flowing = read > 1 && ended.elapsed() < self.settings.linger;
+                    tokio::time::sleep(if flowing { self.settings.linger } else { IDLE_LINGER }).await;
                 }
                 () = tokio::time::sleep(pause) => {}
             }
