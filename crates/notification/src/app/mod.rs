@@ -1,7 +1,10 @@
 //! The notification use cases: record one message per order change, send
 //! what is due through the channel, and serve the messages back.
 
-use std::sync::Arc;
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
 
 use foodmesh_platform::{
     db::Database,
@@ -61,6 +64,10 @@ pub struct NotificationApp {
     lease: std::time::Duration,
     due: Arc<Notify>,
     created: broadcast::Sender<String>,
+    /// Messages this replica recorded and claimed as it stored them, waiting
+    /// for its dispatcher: sent from memory, without a claim statement. Each
+    /// is taken only while it has a whole lease of its claim left.
+    recorded: Mutex<VecDeque<(Timestamp, Notification)>>,
 }
 
 impl std::fmt::Debug for NotificationApp {
@@ -90,12 +97,43 @@ impl NotificationApp {
             lease: send_timeout * rounds + std::time::Duration::from_secs(1),
             due: Arc::new(Notify::new()),
             created: broadcast::channel(4096).0,
+            recorded: Mutex::default(),
         }
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, VecDeque<(Timestamp, Notification)>> {
+        self.recorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up to `claim` of the messages recorded here whose claim has a
+    /// whole lease left; older ones are dropped from memory (their claim
+    /// runs out and a sweep claims them from the database).
+    fn take_recorded(&self, now: Timestamp) -> Vec<Notification> {
+        let mut queue = self.recorded();
+        let mut taken = Vec::new();
+        while (taken.len() as i64) < self.claim {
+            match queue.pop_front() {
+                Some((usable_until, n)) if now <= usable_until => taken.push(n),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        taken
     }
 
     /// Records a batch of order changes, one message per order and kind, in
     /// one transaction, and wakes the dispatcher.
+    ///
+    /// The messages are stored already claimed by this replica's dispatcher
+    /// (due again only after two leases) and handed to it in memory, which
+    /// saves a claim statement per round: one write per message less. If the
+    /// process dies before sending them, they fall due when that claim ends
+    /// and any replica sends them. While the dispatcher is backlogged
+    /// (`claim` messages waiting), they are stored due now for its sweeps.
     pub async fn record(&self, consumer: &str, changes: &[(String, OrderChange)]) -> Result<(), Error> {
+        let handed = (self.recorded().len() as i64) < self.claim;
+        let now = Timestamp::now();
+        let due_at = if handed { now.plus(self.lease * 2) } else { now };
         let mut tx = self.db.begin().await?;
         let event_ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
@@ -105,9 +143,17 @@ impl NotificationApp {
             .filter(|(id, _)| fresh.remove(id))
             .map(|(_, change)| Notification::compose(change, self.channel.name()))
             .collect();
-        let customers = db::insert_all(&mut tx, &notifications).await?;
+        let stored = db::insert_all(&mut tx, &notifications, due_at).await?;
         tx.commit().await?;
-        if !customers.is_empty() {
+        if !stored.is_empty() {
+            let customers: Vec<String> = stored.iter().map(|n| n.customer_id.clone()).collect();
+            if handed {
+                // Taken only within the first lease: a round that takes one
+                // ends (four waves of sends, each bounded by the channel's
+                // timeout) before the claim does.
+                let usable_until = now.plus(self.lease);
+                self.recorded().extend(stored.into_iter().map(|n| (usable_until, n)));
+            }
             self.due.notify_one();
             for customer in customers {
                 let _ = self.created.send(customer);
@@ -116,14 +162,18 @@ impl NotificationApp {
         Ok(())
     }
 
-    /// Sends every message that is due, several at once, and records each
-    /// outcome. Returns how many were attempted.
-    pub async fn dispatch_due(&self) -> Result<usize, Error> {
+    /// Sends the messages recorded here and, when `sweep`, the others that
+    /// are due (retries, messages of a replica that died, messages stored
+    /// while backlogged), several at once, and records each outcome. Returns
+    /// how many were attempted.
+    pub async fn dispatch_due(&self, sweep: bool) -> Result<usize, Error> {
         let now = Timestamp::now();
-        let due = {
+        let mut due = self.take_recorded(now);
+        let room = self.claim - due.len() as i64;
+        if sweep && room > 0 {
             let mut conn = self.db.writer().acquire().await?;
-            db::claim_due(&mut conn, now, now.plus(self.lease), self.claim).await?
-        };
+            due.extend(db::claim_due(&mut conn, now, now.plus(self.lease), room).await?);
+        }
         if due.is_empty() {
             return Ok(0);
         }
@@ -159,11 +209,17 @@ impl NotificationApp {
         Ok(results.len())
     }
 
-    /// Runs the dispatcher until `stop`: woken by new messages, and every
-    /// `sweep` for retries that fall due.
+    /// Runs the dispatcher until `stop`: woken by new messages, and looking
+    /// for other due messages in the database at least every `sweep` (its
+    /// first round too, for what a previous run left).
     pub async fn run_dispatcher(self: Arc<Self>, sweep: std::time::Duration, stop: CancellationToken) {
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         loop {
-            match self.dispatch_due().await {
+            let sweeping = last_sweep.is_none_or(|at| at.elapsed() >= sweep);
+            if sweeping {
+                last_sweep = Some(tokio::time::Instant::now());
+            }
+            match self.dispatch_due(sweeping).await {
                 Ok(n) if n as i64 == self.claim => continue,
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "dispatch round failed"),

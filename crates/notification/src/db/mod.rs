@@ -24,10 +24,16 @@ macro_rules! select_where {
     };
 }
 
-/// Stores new notifications, due now, in one statement. A notification for
-/// an order and kind that already has one is dropped: a change is announced
-/// once. Returns the customers of the notifications stored.
-pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]) -> Result<Vec<String>, sqlx::Error> {
+/// Stores new notifications in one statement, due at `due_at`: now, or the
+/// end of the claim of the dispatcher that will send them (see
+/// `NotificationApp::record`). A notification for an order and kind that
+/// already has one is dropped: a change is announced once. Returns the
+/// notifications stored.
+pub async fn insert_all(
+    conn: &mut AnyConnection,
+    notifications: &[Notification],
+    due_at: Timestamp,
+) -> Result<Vec<Notification>, sqlx::Error> {
     let mut stored = Vec::new();
     let now = Timestamp::now().as_micros();
     for chunk in notifications.chunks(100) {
@@ -35,11 +41,12 @@ pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]
         let rows: Vec<String> = chunk.iter().map(|_| format!("({}, 'PENDING', 0)", p.list(10))).collect();
         let sql = format!(
             "INSERT INTO notifications (notification_id, customer_id, order_id, kind, title, body, channel, occurred_at, \
-             created_at, next_attempt_at, status, attempts) VALUES {} ON CONFLICT (order_id, kind) DO NOTHING RETURNING customer_id",
+             created_at, next_attempt_at, status, attempts) VALUES {} ON CONFLICT (order_id, kind) DO NOTHING \
+             RETURNING seq, notification_id, customer_id, order_id, kind, title, body, channel, status, attempts, occurred_at, sent_at",
             rows.join(", ")
         );
         // The statement holds only placeholders; every value is bound.
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for n in chunk {
             query = query
                 .bind(&n.notification_id)
@@ -51,9 +58,11 @@ pub async fn insert_all(conn: &mut AnyConnection, notifications: &[Notification]
                 .bind(&n.channel)
                 .bind(n.occurred_at.as_micros())
                 .bind(now)
-                .bind(now);
+                .bind(due_at.as_micros());
         }
-        stored.extend(query.fetch_all(&mut *conn).await?);
+        for row in query.fetch_all(&mut *conn).await? {
+            stored.push(notification(&row)?);
+        }
     }
     Ok(stored)
 }
