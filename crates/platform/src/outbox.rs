@@ -41,11 +41,12 @@ pub struct RelaySettings {
     /// How long sent outbox rows and inbox rows are kept.
     #[serde(deserialize_with = "crate::config::millis", rename = "retention_ms")]
     pub retention: Duration,
-    /// While events are flowing (the previous round read more than one row and
-    /// the next commit came less than this long after it), how long a wake-up waits before
-    /// reading the outbox, so that one round publishes what the commits of
-    /// that time wrote: one read and one mark-sent write per round instead of
-    /// per commit. A relay that was idle publishes at once ([`IDLE_LINGER`]).
+    /// While events are flowing (the previous round read more than one row
+    /// and the next commit came less than this long after it), how long a
+    /// wake-up waits before reading the outbox, so that one round publishes
+    /// what the commits of that time wrote: one read and one mark-sent write
+    /// per round instead of per commit. A relay that was idle publishes at
+    /// once ([`IDLE_LINGER`]).
     #[serde(deserialize_with = "crate::config::millis", rename = "linger_ms")]
     pub linger: Duration,
 }
