@@ -6,7 +6,7 @@ use foodmesh_platform::{
     paging::Cursor,
     time::Timestamp,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
@@ -475,10 +475,22 @@ pub async fn orders_of_customer<'c>(
     .collect()
 }
 
-/// How many orders the view holds in each status (the `foodmesh_orders` gauge).
+/// How many orders the view holds in each status (the `foodmesh_orders`
+/// gauge), every status included: a status whose last order moved on reads
+/// 0, where leaving it out would leave the gauge at its last count.
 pub async fn count_by_status<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status").fetch_all(db).await?;
-    rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    let counts = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<HashMap<String, i64>, sqlx::Error>>()?;
+    Ok(STATUSES
+        .iter()
+        .map(|s| {
+            let name = status_name(*s);
+            (name.to_owned(), counts.get(name).copied().unwrap_or(0))
+        })
+        .collect())
 }
 
 /// Stores newly placed orders, in one statement.
@@ -604,6 +616,18 @@ fn timeline_json(timeline: &[StatusChange]) -> Result<String, sqlx::Error> {
     serde_json::to_string(&json).map_err(|e| sqlx::Error::Encode(e.into()))
 }
 
+/// Every status, in the order of the enum.
+const STATUSES: [OrderStatus; 8] = [
+    OrderStatus::Placed,
+    OrderStatus::Accepted,
+    OrderStatus::Cooking,
+    OrderStatus::Delivering,
+    OrderStatus::Delivered,
+    OrderStatus::CancellationRequested,
+    OrderStatus::Cancelled,
+    OrderStatus::Rejected,
+];
+
 /// The stored (and ErrorInfo) name of a status.
 pub fn status_name(status: OrderStatus) -> &'static str {
     match status {
@@ -705,4 +729,18 @@ fn order_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
     let history: &str = row.try_get("history")?;
     order.history = if history.is_empty() { legacy_history(&order) } else { history_from_json(history)? };
     Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_list_holds_every_status_once_under_its_stored_name() {
+        let names: HashSet<&str> = STATUSES.iter().map(|s| status_name(*s)).collect();
+        assert_eq!(names.len(), STATUSES.len());
+        for status in STATUSES {
+            assert_eq!(status_from(status_name(status)).expect("a stored name"), status);
+        }
+    }
 }
