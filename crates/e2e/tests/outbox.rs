@@ -46,7 +46,7 @@ async fn setup_with(overrides: Vec<(String, String)>, signal: OutboxSignal) -> S
 /// is the number).
 async fn commit(db: &Database, first: usize, n: usize) {
     for i in first..first + n {
-        let mut tx = db.begin().await.expect("begin");
+        let mut tx = db.begin(foodmesh_platform::db::Urgency::Background).await.expect("begin");
         let message = OutboxMessage {
             event_id: format!("evt-{i}"),
             subject: "order.v1.placed".into(),

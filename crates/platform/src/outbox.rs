@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db::{Database, Params},
+    db::{Database, Params, Urgency},
     time::Timestamp,
 };
 
@@ -245,7 +245,7 @@ impl Relay {
             }
         }
         if !sent.is_empty() {
-            let mut conn = self.db.writer().acquire().await?;
+            let mut conn = self.db.write(Urgency::Background).await?;
             let mut p = Params::new(&conn);
             let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.value(), p.list(sent.len()));
             // The statement holds only placeholders; every value is bound.
@@ -266,12 +266,14 @@ impl Relay {
     pub async fn purge(&self) -> Result<(), sqlx::Error> {
         let retention = i64::try_from(self.settings.retention.as_micros()).unwrap_or(i64::MAX);
         let cutoff = Timestamp::now().as_micros().saturating_sub(retention);
-        sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-            .bind(cutoff)
-            .execute(self.db.writer())
-            .await?;
-        sqlx::query("DELETE FROM inbox WHERE processed_at < $1").bind(cutoff).execute(self.db.writer()).await?;
-        sqlx::query("DELETE FROM saga_traces WHERE created_at < $1").bind(cutoff).execute(self.db.writer()).await?;
+        // A turn per statement, so requests can write between them.
+        for sql in [
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1",
+            "DELETE FROM inbox WHERE processed_at < $1",
+            "DELETE FROM saga_traces WHERE created_at < $1",
+        ] {
+            sqlx::query(sql).bind(cutoff).execute(&mut *self.db.write(Urgency::Background).await?).await?;
+        }
         Ok(())
     }
 }

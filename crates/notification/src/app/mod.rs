@@ -7,7 +7,7 @@ use std::{
 };
 
 use foodmesh_platform::{
-    db::Database,
+    db::{Database, Urgency},
     inbox,
     paging::{self, Cursor, PageRequest},
     time::Timestamp,
@@ -134,7 +134,7 @@ impl NotificationApp {
         let handed = (self.recorded().len() as i64) < self.claim;
         let now = Timestamp::now();
         let due_at = if handed { now.plus(self.lease * 2) } else { now };
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         let event_ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
         // `remove`: a message delivered twice within one batch counts once.
@@ -171,7 +171,7 @@ impl NotificationApp {
         let mut due = self.take_recorded(now);
         let room = self.claim - due.len() as i64;
         if sweep && room > 0 {
-            let mut conn = self.db.writer().acquire().await?;
+            let mut conn = self.db.write(Urgency::Background).await?;
             due.extend(db::claim_due(&mut conn, now, now.plus(self.lease), room).await?);
         }
         if due.is_empty() {
@@ -186,7 +186,7 @@ impl NotificationApp {
             .collect()
             .await;
         let now = Timestamp::now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         let sent: Vec<i64> = results.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n.seq).collect();
         db::mark_sent(&mut tx, &sent, now).await?;
         for (n, result) in &results {

@@ -10,7 +10,7 @@ use std::{
 
 use foodmesh_platform::{
     breaker::{BreakerSettings, Phase, Snapshot},
-    db::Database,
+    db::{Database, Urgency},
     group_commit::GroupCommit,
     inbox,
     money::Money,
@@ -291,7 +291,7 @@ async fn commit_placements(
     items: Vec<Placement>,
 ) -> Result<Vec<Option<Order>>, Error> {
     let now = Timestamp::now();
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin(Urgency::Request).await?;
     let settling: Vec<(&OrderId, &str)> = items.iter().map(|p| (&p.attempt.order_id, p.payment_id.as_str())).collect();
     let settled = db::settle_placed(&mut tx, &settling).await?;
     let (mut orders, mut messages, mut results) = (Vec::new(), Vec::new(), Vec::new());
@@ -334,7 +334,7 @@ impl OrderApp {
             GroupCommit::start(GROUP_COMMIT, move |items: Vec<NewAttempt>| {
                 let db = db.clone();
                 async move {
-                    let mut conn = db.writer().acquire().await?;
+                    let mut conn = db.write(Urgency::Request).await?;
                     let recorded = db::insert_attempts(&mut conn, &items).await?;
                     Ok(items.iter().map(|n| recorded.contains(n.attempt.order_id.as_str())).collect())
                 }
@@ -405,7 +405,9 @@ impl OrderApp {
                     new.attempt
                 } else {
                     // A repeat of this request (or a concurrent one): its record decides.
-                    db::attempt(self.db.writer(), &request.customer_id, &request.request_id).await?.ok_or(Error::Conflict)?
+                    db::attempt(&mut *self.db.write(Urgency::Request).await?, &request.customer_id, &request.request_id)
+                        .await?
+                        .ok_or(Error::Conflict)?
                 }
             }
             Err(violations) => {
@@ -443,7 +445,8 @@ impl OrderApp {
             }
             Ok(ChargeOutcome::Captured { payment_id }) => self.commit_placed(attempt, &request.customer_id, &payment_id).await,
             Ok(ChargeOutcome::Declined { reason }) => {
-                db::settle_attempt(self.db.writer(), &order_id, AttemptState::Declined, "", &reason).await?;
+                db::settle_attempt(&mut *self.db.write(Urgency::Request).await?, &order_id, AttemptState::Declined, "", &reason)
+                    .await?;
                 Err(Error::PaymentDeclined { reason })
             }
             Err(GatewayError::Unavailable { why, retry_after }) => {
@@ -525,7 +528,7 @@ impl OrderApp {
     }
 
     async fn stored_order(&self, order_id: &OrderId) -> Result<Order, Error> {
-        db::order(self.db.writer(), order_id.as_str()).await?.ok_or(Error::Conflict)
+        db::order(&mut *self.db.write(Urgency::Request).await?, order_id.as_str()).await?.ok_or(Error::Conflict)
     }
 
     /// One of the customer's orders; someone else's is not found.
@@ -552,7 +555,7 @@ impl OrderApp {
         let mut requested = false;
         for _ in 0..MAX_ATTEMPTS {
             let now = Timestamp::now();
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.db.begin(Urgency::Request).await?;
             let mut order =
                 db::order(&mut *tx, order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::NotFound)?;
             let read_version = order.version;
@@ -639,7 +642,7 @@ impl OrderApp {
     /// one inbox statement, one read of every order concerned, one write per
     /// order that changed (however many of its events the batch holds).
     pub async fn apply_view_updates(&self, consumer: &str, updates: &[(String, ViewUpdate)]) -> Result<(), Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         let event_ids: Vec<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
         let mut order_ids: Vec<&str> = updates.iter().filter(|(id, _)| fresh.contains(id)).map(|(_, u)| u.order_id()).collect();
@@ -679,7 +682,7 @@ impl OrderApp {
     /// Applies catalog events: a newer version replaces a store's menu.
     pub async fn apply_catalogs(&self, consumer: &str, updates: &[(String, CatalogUpdate)]) -> Result<(), Error> {
         self.menus.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         for (event_id, update) in updates {
             if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
                 continue;

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use foodmesh_platform::db::Database;
+use foodmesh_platform::db::{Database, Urgency};
 use futures::future::BoxFuture;
 
 use super::Error;
@@ -215,7 +215,7 @@ async fn write(db: &Database, history: &StreamHistory, ids: &[String], replace: 
         }
         let mut saved = HashSet::new();
         for chunk in ids.chunks(PAGE as usize) {
-            let mut tx = db.begin().await?;
+            let mut tx = db.begin(Urgency::Background).await?;
             let current = db::orders_by_ids(&mut tx, chunk).await?;
             let fresh: Vec<(Order, i64)> = current
                 .into_iter()

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use foodmesh_platform::{
     auth::Principal,
-    db::Database,
+    db::{Database, Urgency},
     group_commit::GroupCommit,
     inbox,
     outbox::{self, OutboxSignal},
@@ -92,7 +92,7 @@ async fn store_charges(
     let (payments, traces): (Vec<Payment>, Vec<Option<String>>) = charges.into_iter().unzip();
     let traces: HashMap<String, String> =
         payments.iter().zip(traces).filter_map(|(p, trace)| Some((p.order_id.clone(), trace?))).collect();
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin(Urgency::Request).await?;
     let stored = db::insert_all(&mut tx, &payments).await?;
     let messages: Vec<_> = telemetry::with_saga_traces_sync(traces, || {
         payments
@@ -148,7 +148,7 @@ impl PaymentApp {
         if !self.charges.submit((payment.clone(), traceparent)).await? {
             // A concurrent charge with this key won, or the order is paid by
             // another key; the stored row decides.
-            return match db::by_key(self.db.writer(), &command.idempotency_key).await? {
+            return match db::by_key(&mut *self.db.write(Urgency::Request).await?, &command.idempotency_key).await? {
                 Some(existing) => replay(existing, &command),
                 None => Err(Error::OrderAlreadyCharged(command.order_id)),
             };
@@ -163,7 +163,7 @@ impl PaymentApp {
 
     /// Refunds a payment in full; refunding a refunded payment returns it.
     pub async fn refund(&self, payment_id: &str, reason: &str) -> Result<Payment, Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Request).await?;
         let mut payment = db::by_id(&mut *tx, payment_id).await?.ok_or(Error::NotFound)?;
         let now = Timestamp::now();
         let Some(event) = payment.refund(reason, now)? else {
@@ -172,7 +172,7 @@ impl PaymentApp {
         if !db::mark_refunded(&mut tx, &payment).await? {
             // Another refund committed first; it is the one that counts.
             tx.rollback().await?;
-            return db::by_id(self.db.writer(), payment_id).await?.ok_or(Error::NotFound);
+            return db::by_id(&mut *self.db.write(Urgency::Request).await?, payment_id).await?.ok_or(Error::NotFound);
         }
         outbox::enqueue(&mut tx, &events::outbox_message(&event, now)).await?;
         tx.commit().await?;
@@ -204,7 +204,7 @@ impl PaymentApp {
     /// Refunds the orders of a batch of store events, in one transaction.
     pub async fn refund_orders(&self, requests: &[RefundForOrder]) -> Result<(), Error> {
         let now = Timestamp::now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         let mut published = false;
         for request in requests {
             if !inbox::first_delivery(&mut tx, events::REFUND_CONSUMER, &request.event_id).await? {

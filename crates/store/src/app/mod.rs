@@ -8,7 +8,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use foodmesh_platform::{
-    db::Database,
+    db::{Database, Urgency},
     inbox,
     outbox::{self, OutboxSignal},
     paging::{self, Cursor, PageRequest},
@@ -108,7 +108,7 @@ impl StoreApp {
     /// consumer that lost it gets it back on the next start.
     pub async fn publish_catalogs(&self, catalogs: &[Catalog]) -> Result<(), Error> {
         let now = Timestamp::now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         for seed in catalogs {
             let mut catalog = seed.clone();
             catalog.version = match db::catalog_version(&mut *tx, &seed.store.store_id).await? {
@@ -153,7 +153,7 @@ impl StoreApp {
     /// A staff action on one of `store_id`'s orders.
     pub async fn act(&self, store_id: &str, order_id: &str, action: &Action) -> Result<StoreOrder, Error> {
         for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.db.begin(Urgency::Request).await?;
             let mut order =
                 db::order(&mut *tx, order_id).await?.filter(|o| o.store_id == store_id).ok_or(Error::OrderNotFound)?;
             let read_version = order.version;
@@ -183,7 +183,7 @@ impl StoreApp {
     /// statement.
     pub async fn apply_order_events(&self, incoming: &[IncomingOrderEvent]) -> Result<(), Error> {
         let now = Timestamp::now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         let event_ids: Vec<&str> = incoming.iter().map(|e| e.event_id.as_str()).collect();
         let mut fresh = inbox::first_deliveries(&mut tx, events::ORDER_CONSUMER, &event_ids).await?;
         let mut order_ids: Vec<&str> =
@@ -261,7 +261,7 @@ impl StoreApp {
                 auto_next_at: self.kitchen.next_step_at(order.status, now),
             })
             .collect();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin(Urgency::Background).await?;
         // An id missing from `saved` was moved by staff or another replica first.
         let saved = db::save_steps(&mut tx, &steps, now).await?;
         let ids: Vec<&str> = moved.iter().map(|(order, _, _)| order.order_id.as_str()).collect();
