@@ -191,8 +191,9 @@ impl Turns {
             let next = {
                 let mut state = self.state();
                 let starved = state.background.front().is_some_and(|(since, _)| since.elapsed() >= BACKGROUND_MAX_WAIT);
+                // Starved background work is not empty, so it goes next.
                 let next = if starved { None } else { state.requests.pop_front() };
-                match next.or_else(|| state.background.pop_front().map(|(_, s)| s)).or_else(|| state.requests.pop_front()) {
+                match next.or_else(|| state.background.pop_front().map(|(_, s)| s)) {
                     Some(next) => next,
                     None => {
                         state.held = false;
@@ -209,58 +210,45 @@ impl Turns {
     }
 }
 
-/// A write transaction holding the writer's turn until it ends.
+/// A use of the writer holding its turn until dropped: [`WriteTx`] or
+/// [`WriteConn`].
 #[derive(Debug)]
-pub struct WriteTx {
-    // Declared first, so dropped first: the rollback of an unfinished
-    // transaction is queued on the connection before the next writer runs.
-    tx: Transaction<'static, Any>,
+pub struct Held<C> {
+    // Declared first, so dropped first: the connection (and the rollback of
+    // an unfinished transaction) is given back before the next writer runs.
+    conn: C,
     _turn: Turn,
 }
+
+/// A write transaction holding the writer's turn until it ends.
+pub type WriteTx = Held<Transaction<'static, Any>>;
+
+/// The writer connection outside a transaction (each statement commits on
+/// its own), holding the writer's turn until dropped.
+pub type WriteConn = Held<PoolConnection<Any>>;
 
 impl WriteTx {
     /// Commits, then gives up the turn.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { tx, _turn } = self;
-        tx.commit().await
+        let Self { conn, _turn } = self;
+        conn.commit().await
     }
 
     /// Rolls back, then gives up the turn.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Self { tx, _turn } = self;
-        tx.rollback().await
+        let Self { conn, _turn } = self;
+        conn.rollback().await
     }
 }
 
-impl Deref for WriteTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
-}
-
-/// The writer connection outside a transaction (each statement commits on
-/// its own), holding the writer's turn until dropped.
-#[derive(Debug)]
-pub struct WriteConn {
-    conn: PoolConnection<Any>,
-    _turn: Turn,
-}
-
-impl Deref for WriteConn {
+impl<C: DerefMut<Target = AnyConnection>> Deref for Held<C> {
     type Target = AnyConnection;
     fn deref(&self) -> &Self::Target {
         &self.conn
     }
 }
 
-impl DerefMut for WriteConn {
+impl<C: DerefMut<Target = AnyConnection>> DerefMut for Held<C> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }
@@ -348,7 +336,7 @@ impl Database {
     /// Waits for the writer's turn (SQLite) and starts a write transaction.
     pub async fn begin(&self, urgency: Urgency) -> Result<WriteTx, sqlx::Error> {
         let turn = self.turn(urgency).await?;
-        Ok(WriteTx { tx: self.writer.begin().await?, _turn: turn })
+        Ok(Held { conn: self.writer.begin().await?, _turn: turn })
     }
 
     /// Waits for the writer's turn (SQLite) and takes the writer connection,
@@ -356,7 +344,7 @@ impl Database {
     /// just written.
     pub async fn write(&self, urgency: Urgency) -> Result<WriteConn, sqlx::Error> {
         let turn = self.turn(urgency).await?;
-        Ok(WriteConn { conn: self.writer.acquire().await?, _turn: turn })
+        Ok(Held { conn: self.writer.acquire().await?, _turn: turn })
     }
 
     async fn turn(&self, urgency: Urgency) -> Result<Turn, sqlx::Error> {
