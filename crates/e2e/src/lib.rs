@@ -116,15 +116,18 @@ pub struct MeshOptions {
 /// A running mesh.
 #[derive(Debug)]
 pub struct Mesh {
+    // Fields drop in this order: the services first (dropping a `Running`
+    // aborts it), then what they use, so no service outlives its broker or
+    // database.
+    running: [Option<Running>; 4],
+    replicas: Vec<Running>,
+    addrs: [Option<SocketAddr>; 4],
+    options: MeshOptions,
     /// The nats-server.
     pub nats: NatsServer,
     /// The signing keys; tokens for any caller.
     pub keys: TestKeys,
     dbs: TestDatabases,
-    options: MeshOptions,
-    running: [Option<Running>; 4],
-    addrs: [Option<SocketAddr>; 4],
-    replicas: Vec<Running>,
 }
 
 fn index(service: Service) -> usize {

@@ -29,13 +29,15 @@ struct Proc {
 
 /// A mesh of real processes.
 pub struct ProcessMesh {
+    // Fields drop in this order: the services are killed first, then what
+    // they use goes.
+    procs: HashMap<&'static str, Proc>,
+    logs: tempfile::TempDir,
     /// The nats-server.
     pub nats: NatsServer,
     /// Tokens for any caller.
     pub keys: TestKeys,
     dbs: TestDatabases,
-    logs: tempfile::TempDir,
-    procs: HashMap<&'static str, Proc>,
 }
 
 impl std::fmt::Debug for ProcessMesh {

@@ -15,11 +15,12 @@ use foodmesh_platform::{
 };
 use sqlx::Row;
 
+/// Fields drop in order: the relay and pool before the broker and database.
 struct Setup {
+    relay: Relay,
+    db: Database,
     nats: NatsServer,
     _dbs: TestDatabases,
-    db: Database,
-    relay: Relay,
 }
 
 async fn setup() -> Setup {

@@ -25,12 +25,13 @@ use prost::Message;
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
+/// Fields drop in order: the service before its broker and database.
 struct Payment {
+    running: Running,
+    client: PaymentServiceClient<Channel>,
     nats: NatsServer,
     keys: TestKeys,
     _dbs: TestDatabases,
-    running: Running,
-    client: PaymentServiceClient<Channel>,
 }
 
 async fn start() -> Payment {

@@ -72,7 +72,9 @@ impl Workers {
     }
 }
 
-/// A started service.
+/// A started service. Dropping it without [`Running::stop`] ends the service
+/// abruptly (its task and workers are aborted), so that nothing it owns, such
+/// as a test's database, is used after its owner let go of it.
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
@@ -95,20 +97,28 @@ impl Running {
     }
 
     /// Asks the service to stop (see the module documentation) and waits.
-    pub async fn stop(self) -> Result<(), BoxError> {
+    pub async fn stop(mut self) -> Result<(), BoxError> {
         self.stop.cancel();
-        self.task.await.map_err(|e| Box::new(e) as BoxError)?
+        (&mut self.task).await.map_err(|e| Box::new(e) as BoxError)?
     }
 
     /// Runs until SIGINT or SIGTERM, then stops in order.
-    pub async fn run_until_signal(self) -> Result<(), BoxError> {
+    pub async fn run_until_signal(mut self) -> Result<(), BoxError> {
         let stop = self.stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("stop signal received");
             stop.cancel();
         });
-        self.task.await.map_err(|e| Box::new(e) as BoxError)?
+        (&mut self.task).await.map_err(|e| Box::new(e) as BoxError)?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A no-op once the task has ended (after `stop` or `run_until_signal`).
+        self.stop.cancel();
+        self.task.abort();
     }
 }
 
