@@ -116,7 +116,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // A no-op once the task has ended (after `stop` or `run_until_signal`).
+        // Cancelling also ends the service's own streams (WatchOrder, for
+        // one), tasks of their own that aborting the service task would not
+        // reach. Both are no-ops once the service has stopped.
         self.stop.cancel();
         self.task.abort();
     }
