@@ -1,13 +1,15 @@
 //! The outbox relay on its own, against a real nats-server and a real
 //! database: commit order, "sent" only after JetStream's ack, retention,
 //! a re-fed row that JetStream's duplicate window drops, and the linger that
-//! turns the commits of a busy moment into one round.
+//! turns the commits of a busy moment into one round. Also the inbox and the
+//! outbox with more rows than one statement takes.
 
 use std::time::Duration;
 
 use foodmesh_platform::{
     config,
     db::{Database, Migrations},
+    inbox,
     infra::{COMMON_DEFAULTS, CommonSettings},
     messaging::{self, ORDER_EVENTS},
     outbox::{self, OutboxMessage, OutboxSignal, Relay},
@@ -104,6 +106,53 @@ async fn the_relay_publishes_in_commit_order_and_marks_a_row_sent_only_after_the
     assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 0);
     let bodies = stream_bodies(&s.nats).await;
     assert_eq!(bodies, (0..300).collect::<Vec<_>>(), "every event once, in commit order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_enqueued_together_past_one_statement_are_all_published_in_their_order() {
+    let s = setup().await;
+    // 150 rows go as statements of 128, 16, 4 and 2 rows (`db::batches`).
+    let messages: Vec<OutboxMessage> = (0..150)
+        .map(|i| OutboxMessage {
+            event_id: format!("evt-{i}"),
+            subject: "order.v1.placed".into(),
+            payload: i.to_string().into_bytes(),
+            headers: String::new(),
+        })
+        .collect();
+    let mut tx = s.db.begin(foodmesh_platform::db::Urgency::Background).await.expect("begin");
+    outbox::enqueue_all(&mut tx, &messages).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+    publish_all(&s.relay).await;
+    assert_eq!(stream_bodies(&s.nats).await, (0..150).collect::<Vec<_>>(), "every event once, in the order given");
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 0, "every row marked sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_returns_each_new_event_id_once_across_its_batches() {
+    let s = setup().await;
+    let ids = |range: std::ops::Range<usize>| range.map(|i| format!("evt-{i}")).collect::<Vec<_>>();
+    let mut tx = s.db.begin(foodmesh_platform::db::Urgency::Background).await.expect("begin");
+    let fresh = inbox::first_deliveries(&mut tx, "test", &ids(0..100)).await.expect("record");
+    tx.commit().await.expect("commit");
+    assert_eq!(fresh.len(), 100, "every id is new the first time");
+
+    // 50 seen before, 50 new, and ten of the new ones twice, in the same
+    // statement as their first copy (110 ids go as 64, and 46 padded to 64).
+    let mut again = ids(50..150);
+    again.extend(ids(140..150));
+    let mut tx = s.db.begin(foodmesh_platform::db::Urgency::Background).await.expect("begin");
+    let fresh = inbox::first_deliveries(&mut tx, "test", &again).await.expect("record");
+    tx.commit().await.expect("commit");
+    let mut fresh: Vec<String> = fresh.into_iter().collect();
+    fresh.sort_by_key(|id| id[4..].parse::<usize>().expect("a number"));
+    assert_eq!(fresh, ids(100..150), "only the ids never applied, each once");
+    assert_eq!(
+        count(&s.db, "SELECT value FROM counters WHERE name = 'inbox.duplicates.test'").await,
+        60,
+        "the 50 seen before and the 10 repeats are counted as suppressed"
+    );
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM inbox WHERE consumer = 'test'").await, 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,10 @@ use std::collections::HashSet;
 
 use sqlx::AnyConnection;
 
-use crate::{db::Params, time::Timestamp};
+use crate::{
+    db::{Params, padded},
+    time::Timestamp,
+};
 
 /// Records that `consumer` is applying `event_id` now. Returns `false` if it
 /// was applied before: the caller then skips the effect (and still acks).
@@ -16,7 +19,7 @@ pub async fn first_delivery(conn: &mut AnyConnection, consumer: &str, event_id: 
     Ok(!first_deliveries(conn, consumer, &[event_id]).await?.is_empty())
 }
 
-/// Records a batch of event ids in one statement; returns the ids that were
+/// Records a batch of event ids, a statement per 64; returns the ids that were
 /// new (the others were applied before and must be skipped).
 pub async fn first_deliveries<S: AsRef<str>>(
     conn: &mut AnyConnection,
@@ -26,18 +29,23 @@ pub async fn first_deliveries<S: AsRef<str>>(
     if event_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut p = Params::new(conn);
-    let sql = format!(
-        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
-        p.rows(event_ids.len(), 3)
-    );
     let now = Timestamp::now().as_micros();
-    // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-    for id in event_ids {
-        query = query.bind(consumer).bind(id.as_ref()).bind(now);
+    let mut fresh = HashSet::with_capacity(event_ids.len());
+    // The rows are padded (see `Params`): a repeated id conflicts with the row
+    // its first copy wrote, in this statement or an earlier one, so it is
+    // returned once.
+    for batch in event_ids.chunks(64) {
+        let sql = format!(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
+            Params::new(conn).padded_rows(batch.len(), 3)
+        );
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for id in padded(batch) {
+            query = query.bind(consumer).bind(id.as_ref()).bind(now);
+        }
+        fresh.extend(query.fetch_all(&mut *conn).await?);
     }
-    let fresh: HashSet<String> = query.fetch_all(&mut *conn).await?.into_iter().collect();
     let suppressed = event_ids.len() - fresh.len();
     if suppressed > 0 {
         tracing::debug!(consumer, suppressed, "duplicate deliveries suppressed");

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    db::{Database, Params, Urgency},
+    db::{Database, Params, Urgency, batches, padded},
     time::Timestamp,
 };
 
@@ -74,12 +74,13 @@ pub async fn enqueue(conn: &mut AnyConnection, message: &OutboxMessage) -> Resul
     enqueue_all(conn, std::slice::from_ref(message)).await
 }
 
-/// Adds events to the outbox, in this order, with one statement.
+/// Adds events to the outbox, in this order, with a statement per batch
+/// (see [`batches`]).
 pub async fn enqueue_all(conn: &mut AnyConnection, messages: &[OutboxMessage]) -> Result<(), sqlx::Error> {
     // A few hundred rows per statement stay far below every engine's limit on
     // bound parameters.
     let now = Timestamp::now().as_micros();
-    for chunk in messages.chunks(200) {
+    for chunk in batches(messages, 128) {
         let mut p = Params::new(conn);
         let sql =
             format!("INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {}", p.rows(chunk.len(), 5));
@@ -247,10 +248,10 @@ impl Relay {
         if !sent.is_empty() {
             let mut conn = self.db.write(Urgency::Background).await?;
             let mut p = Params::new(&conn);
-            let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.value(), p.list(sent.len()));
+            let sql = format!("UPDATE outbox SET sent_at = {} WHERE id IN ({})", p.value(), p.in_list(sent.len()));
             // The statement holds only placeholders; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
-            for id in &sent {
+            for id in padded(&sent) {
                 query = query.bind(*id);
             }
             query.execute(&mut *conn).await?;

@@ -12,21 +12,27 @@ use std::collections::HashMap;
 use sqlx::{AnyConnection, Row};
 use tracing::Span;
 
-use crate::{db::Params, telemetry, time::Timestamp};
+use crate::{
+    db::{Params, padded},
+    telemetry,
+    time::Timestamp,
+};
 
 /// Stores the trace of every saga of the batch being applied, if not known yet.
 pub async fn remember(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     let traces: Vec<(String, String)> = telemetry::current_saga_traces().into_iter().collect();
     let now = Timestamp::now().as_micros();
-    for chunk in traces.chunks(200) {
+    for chunk in traces.chunks(128) {
+        // Padded (see `Params`): the repeated last row conflicts on the
+        // table's one key, which the statement skips.
         let mut p = Params::new(conn);
         let sql = format!(
             "INSERT INTO saga_traces (correlation_id, traceparent, created_at) VALUES {} ON CONFLICT (correlation_id) DO NOTHING",
-            p.rows(chunk.len(), 3)
+            p.padded_rows(chunk.len(), 3)
         );
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (saga, traceparent) in chunk {
+        for (saga, traceparent) in padded(chunk) {
             query = query.bind(saga).bind(traceparent).bind(now);
         }
         query.execute(&mut *conn).await?;
@@ -44,13 +50,13 @@ pub async fn resume(
     name: &'static str,
 ) -> Result<(Vec<Span>, HashMap<String, String>), sqlx::Error> {
     let mut stored = HashMap::new();
-    for chunk in ids.chunks(200) {
+    for chunk in ids.chunks(128) {
         let mut p = Params::new(conn);
         let sql =
-            format!("SELECT correlation_id, traceparent FROM saga_traces WHERE correlation_id IN ({})", p.list(chunk.len()));
+            format!("SELECT correlation_id, traceparent FROM saga_traces WHERE correlation_id IN ({})", p.in_list(chunk.len()));
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
+        for id in padded(chunk) {
             query = query.bind(*id);
         }
         for row in query.fetch_all(&mut *conn).await? {

@@ -1,7 +1,7 @@
 //! Every SQL statement of the notification service.
 
 use foodmesh_platform::{
-    db::{Migrations, Params},
+    db::{Migrations, Params, batches, padded},
     time::Timestamp,
 };
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
@@ -24,7 +24,7 @@ macro_rules! select_where {
     };
 }
 
-/// Stores new notifications in one statement, due at `due_at`: now, or the
+/// Stores new notifications, a statement per [`batches`], due at `due_at`: now, or the
 /// end of the claim of the dispatcher that will send them (see
 /// `NotificationApp::record`). A notification for an order and kind that
 /// already has one is dropped: a change is announced once. Returns the
@@ -36,7 +36,7 @@ pub async fn insert_all(
 ) -> Result<Vec<Notification>, sqlx::Error> {
     let mut stored = Vec::new();
     let now = Timestamp::now().as_micros();
-    for chunk in notifications.chunks(100) {
+    for chunk in batches(notifications, 64) {
         let mut p = Params::new(conn);
         let rows: Vec<String> = chunk.iter().map(|_| format!("({}, 'PENDING', 0)", p.list(10))).collect();
         let sql = format!(
@@ -106,11 +106,11 @@ pub async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64], at: Timestamp) ->
         "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = {}, next_attempt_at = NULL, last_error = '' \
          WHERE status = 'PENDING' AND seq IN ({})",
         p.value(),
-        p.list(seqs.len())
+        p.in_list(seqs.len())
     );
     // The statement holds only placeholders; every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.as_micros());
-    for seq in seqs {
+    for seq in padded(seqs) {
         query = query.bind(*seq);
     }
     query.execute(conn).await?;

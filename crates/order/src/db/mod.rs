@@ -1,7 +1,7 @@
 //! Every SQL statement of the order service.
 
 use foodmesh_platform::{
-    db::{Migrations, Params},
+    db::{Migrations, Params, batches, padded, padded_len},
     money::{Currency, Money},
     paging::Cursor,
     time::Timestamp,
@@ -158,11 +158,11 @@ pub async fn pending_attempts(conn: &mut AnyConnection, order_ids: &[&str]) -> R
     let sql = format!(
         "SELECT order_id, customer_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
          WHERE state = 'PENDING' AND order_id IN ({})",
-        Params::new(conn).list(order_ids.len())
+        Params::new(conn).in_list(order_ids.len())
     );
     // The statement holds only placeholders; every id is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in order_ids {
+    for id in padded(order_ids) {
         query = query.bind(*id);
     }
     query.fetch_all(conn).await?.iter().map(|row| Ok((attempt_row(row)?, row.try_get("customer_id")?))).collect()
@@ -203,69 +203,79 @@ pub struct NewAttempt {
     pub request_id: String,
 }
 
-/// Records new attempts as PENDING in one statement. Returns the order ids
+/// Records new attempts as PENDING, a statement per [`batches`]. Returns the order ids
 /// recorded now; an id missing from it lost to an attempt of the same customer
 /// and request id (a repeat, or a concurrent request).
 pub async fn insert_attempts(conn: &mut AnyConnection, attempts: &[NewAttempt]) -> Result<HashSet<String>, sqlx::Error> {
     if attempts.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut p = Params::new(conn);
-    let sql = format!(
-        "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
-         VALUES {} ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING order_id",
-        p.rows(attempts.len(), 8)
-    );
     let now = Timestamp::now().as_micros();
-    // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-    for new in attempts {
-        let p = &new.attempt.priced;
-        let priced = PricedJson {
-            store_id: p.store_id.clone(),
-            store_name: p.store_name.clone(),
-            currency: p.total.currency().code().to_owned(),
-            total: p.total.amount_minor(),
-            address: p.delivery_address.clone(),
-            lines: lines_json(&p.lines),
-        };
-        query = query
-            .bind(new.attempt.order_id.as_str())
-            .bind(&new.customer_id)
-            .bind(&new.request_id)
-            .bind(&new.attempt.fingerprint)
-            .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?)
-            .bind("PENDING")
-            .bind(now)
-            .bind(now);
+    let mut recorded = HashSet::with_capacity(attempts.len());
+    for batch in batches(attempts, 64) {
+        let sql = format!(
+            "INSERT INTO order_attempts (order_id, customer_id, request_id, fingerprint, priced, state, created_at, updated_at) \
+             VALUES {} ON CONFLICT (customer_id, request_id) DO NOTHING RETURNING order_id",
+            Params::new(conn).rows(batch.len(), 8)
+        );
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for new in batch {
+            let p = &new.attempt.priced;
+            let priced = PricedJson {
+                store_id: p.store_id.clone(),
+                store_name: p.store_name.clone(),
+                currency: p.total.currency().code().to_owned(),
+                total: p.total.amount_minor(),
+                address: p.delivery_address.clone(),
+                lines: lines_json(&p.lines),
+            };
+            query = query
+                .bind(new.attempt.order_id.as_str())
+                .bind(&new.customer_id)
+                .bind(&new.request_id)
+                .bind(&new.attempt.fingerprint)
+                .bind(serde_json::to_string(&priced).map_err(|e| sqlx::Error::Encode(e.into()))?)
+                .bind("PENDING")
+                .bind(now)
+                .bind(now);
+        }
+        recorded.extend(query.fetch_all(&mut *conn).await?);
     }
-    Ok(query.fetch_all(conn).await?.into_iter().collect())
+    Ok(recorded)
 }
 
-/// Settles PENDING attempts as PLACED with their payments, in one statement.
+/// Settles PENDING attempts as PLACED with their payments, a statement per
+/// 64.
 /// Returns the ids settled now; an id missing from it was settled before.
 pub async fn settle_placed(conn: &mut AnyConnection, placed: &[(&OrderId, &str)]) -> Result<HashSet<String>, sqlx::Error> {
     if placed.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut p = Params::new(conn);
-    let updated_at = p.value();
-    let cases: Vec<String> = placed.iter().map(|_| format!("WHEN {} THEN {}", p.value(), p.value())).collect();
-    let ids = p.list(placed.len());
-    let sql = format!(
-        "UPDATE order_attempts SET state = 'PLACED', updated_at = {updated_at}, payment_id = CASE order_id {} END \
-         WHERE state = 'PENDING' AND order_id IN ({ids}) RETURNING order_id",
-        cases.join(" ")
-    );
-    // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now().as_micros());
-    for (order_id, payment_id) in placed {
-        query = query.bind(order_id.as_str()).bind(*payment_id);
+    let now = Timestamp::now().as_micros();
+    let mut settled = HashSet::with_capacity(placed.len());
+    for batch in placed.chunks(64) {
+        // Padded (see `Params`): a repeated arm or id changes nothing.
+        let mut p = Params::new(conn);
+        let updated_at = p.value();
+        let cases: Vec<String> = (0..padded_len(batch.len())).map(|_| format!("WHEN {} THEN {}", p.value(), p.value())).collect();
+        let ids = p.in_list(batch.len());
+        let sql = format!(
+            "UPDATE order_attempts SET state = 'PLACED', updated_at = {updated_at}, payment_id = CASE order_id {} END \
+             WHERE state = 'PENDING' AND order_id IN ({ids}) RETURNING order_id",
+            cases.join(" ")
+        );
+        // The statement holds only placeholders; every value is bound.
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now);
+        for (order_id, payment_id) in padded(batch) {
+            query = query.bind(order_id.as_str()).bind(*payment_id);
+        }
+        for (order_id, _) in padded(batch) {
+            query = query.bind(order_id.as_str());
+        }
+        settled.extend(query.fetch_all(&mut *conn).await?);
     }
-    for (order_id, _) in placed {
-        query = query.bind(order_id.as_str());
-    }
-    Ok(query.fetch_all(conn).await?.into_iter().collect())
+    Ok(settled)
 }
 
 /// Settles a PENDING attempt. Returns false if it was settled already.
@@ -431,10 +441,10 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).list(order_ids.len()));
+    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).in_list(order_ids.len()));
     // The statement holds only placeholders; every id is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in order_ids {
+    for id in padded(order_ids) {
         query = query.bind(*id);
     }
     query.fetch_all(conn).await?.iter().map(order_row).collect()
@@ -493,10 +503,10 @@ pub async fn count_by_status<'c>(db: impl Executor<'c, Database = Any>) -> Resul
         .collect())
 }
 
-/// Stores newly placed orders, in one statement.
+/// Stores newly placed orders, a statement per [`batches`].
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[Order]) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 20;
-    for chunk in orders.chunks(50) {
+    for chunk in batches(orders, 32) {
         let sql = format!(
             "INSERT INTO orders (order_id, customer_id, store_id, store_name, lines, currency, total_minor, delivery_address, \
              payment_id, placed_at, kitchen_status, kitchen_version, cancellation, refunded_at, status, status_reason, timeline, \
@@ -558,20 +568,21 @@ pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version:
     Ok(done.rows_affected() == 1)
 }
 
-/// Saves the view of many orders in one statement, each only if it is still
+/// Saves the view of many orders, a statement per 64, each only if it is still
 /// at the version it was read at. Returns the ids saved; a missing one was
 /// changed by another writer first.
 pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -> Result<HashSet<String>, sqlx::Error> {
     const COLUMNS: usize = 12;
     let mut saved = HashSet::new();
-    for chunk in orders.chunks(80) {
+    for chunk in orders.chunks(64) {
+        // Padded (see `Params`): a repeated source row changes nothing.
         // column1 id, column2 read version, column3 kitchen status, column4 kitchen
         // version, column5 cancellation, column6 refunded at, column7 status,
         // column8 reason, column9 timeline, column10 updated at, column11 version,
         // column12 history.
         // Integers are cast so PostgreSQL types the VALUES columns.
         let mut p = Params::new(conn);
-        let rows: Vec<String> = (0..chunk.len())
+        let rows: Vec<String> = (0..padded_len(chunk.len()))
             .map(|_| {
                 let columns: Vec<String> = (0..COLUMNS)
                     .map(|c| if [1, 3, 5, 9, 10].contains(&c) { format!("CAST({} AS BIGINT)", p.value()) } else { p.value() })
@@ -588,7 +599,7 @@ pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -
         );
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-        for (o, read_version) in chunk {
+        for (o, read_version) in padded(chunk) {
             query = query
                 .bind(o.id.as_str())
                 .bind(*read_version)

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use foodmesh_platform::{
-    db::{Migrations, Params},
+    db::{Migrations, Params, padded},
     money::{Currency, Money},
     time::Timestamp,
 };
@@ -47,22 +47,24 @@ pub async fn by_order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str)
     sqlx::query(select_payments_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| payment(&r)).transpose()
 }
 
-/// Stores new payments in one statement. Returns the ids stored; a payment
+/// Stores new payments, a statement per 64. Returns the ids stored; a payment
 /// missing from it lost to an existing one with the same idempotency key or
 /// order, which the caller then reads.
 pub async fn insert_all(conn: &mut AnyConnection, payments: &[Payment]) -> Result<HashSet<String>, sqlx::Error> {
     const COLUMNS: usize = 12;
     let mut stored = HashSet::new();
-    for chunk in payments.chunks(80) {
+    for chunk in payments.chunks(64) {
+        // Padded (see `Params`): the repeated last row collides with itself,
+        // which `DO NOTHING` skips.
         let sql = format!(
             "INSERT INTO payments (payment_id, idempotency_key, order_id, customer_id, currency, amount_minor, \
              fingerprint, status, decline_reason, refund_reason, created_at, refunded_at) VALUES {} \
              ON CONFLICT DO NOTHING RETURNING payment_id",
-            Params::new(conn).rows(chunk.len(), COLUMNS)
+            Params::new(conn).padded_rows(chunk.len(), COLUMNS)
         );
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-        for p in chunk {
+        for p in padded(chunk) {
             query = query
                 .bind(p.id.as_str())
                 .bind(&p.idempotency_key)

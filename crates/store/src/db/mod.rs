@@ -1,7 +1,7 @@
 //! Every SQL statement of the store service.
 
 use foodmesh_platform::{
-    db::{Migrations, Params},
+    db::{Migrations, Params, batches, padded},
     money::{Currency, Money},
     paging::Cursor,
     time::Timestamp,
@@ -160,10 +160,10 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).list(order_ids.len()));
+    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).in_list(order_ids.len()));
     // The statement holds only placeholders; every id is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in order_ids {
+    for id in padded(order_ids) {
         query = query.bind(*id);
     }
     query.fetch_all(conn).await?.iter().map(store_order).collect()
@@ -198,11 +198,11 @@ pub async fn orders_of_store(
     query.bind(limit).fetch_all(conn).await?.iter().map(store_order).collect()
 }
 
-/// Stores new orders, each with when the auto-kitchen moves it next, in one
-/// statement.
+/// Stores new orders, each with when the auto-kitchen moves it next, a
+/// statement per [`batches`].
 pub async fn insert_orders(conn: &mut AnyConnection, orders: &[(&StoreOrder, Option<Timestamp>)]) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 13;
-    for chunk in orders.chunks(70) {
+    for chunk in batches(orders, 64) {
         let sql = format!(
             "INSERT INTO store_orders (order_id, store_id, customer_id, lines, currency, total_minor, delivery_address, \
              status, version, reason, received_at, updated_at, auto_next_at) VALUES {}",
@@ -270,7 +270,7 @@ pub struct Step<'a> {
     pub auto_next_at: Option<Timestamp>,
 }
 
-/// Saves the new state of many orders in one statement, each only if nobody
+/// Saves the new state of many orders, a statement per 64, each only if nobody
 /// changed it since it was read. Returns the ids saved.
 pub async fn save_steps(
     conn: &mut AnyConnection,
@@ -278,7 +278,9 @@ pub async fn save_steps(
     now: Timestamp,
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut saved = std::collections::HashSet::new();
-    for chunk in steps.chunks(100) {
+    for chunk in steps.chunks(64) {
+        // Padded (see `Params`): a repeated arm or key changes nothing.
+        let chunk: Vec<&Step<'_>> = padded(chunk).collect();
         // Values are bound in the order their placeholders appear: the three
         // CASE lists (id, value), the time, then the (id, read version) keys.
         let mut p = Params::new(conn);
@@ -302,17 +304,17 @@ pub async fn save_steps(
         );
         // The statement holds only placeholders; every value is bound.
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-        for step in chunk {
+        for step in &chunk {
             query = query.bind(step.order.order_id.as_str()).bind(status_text(step.order.status));
         }
-        for step in chunk {
+        for step in &chunk {
             query = query.bind(step.order.order_id.as_str()).bind(step.order.version);
         }
-        for step in chunk {
+        for step in &chunk {
             query = query.bind(step.order.order_id.as_str()).bind(step.auto_next_at.map(Timestamp::as_micros));
         }
         query = query.bind(now.as_micros());
-        for step in chunk {
+        for step in &chunk {
             query = query.bind(step.order.order_id.as_str()).bind(step.read_version);
         }
         saved.extend(query.fetch_all(&mut *conn).await?);
