@@ -125,6 +125,7 @@ async fn events_enqueued_together_past_one_statement_are_all_published_in_their_
     tx.commit().await.expect("commit");
     publish_all(&s.relay).await;
     assert_eq!(stream_bodies(&s.nats).await, (0..150).collect::<Vec<_>>(), "every event once, in the order given");
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox").await, 150, "one row per event: no padding row is kept");
     assert_eq!(count(&s.db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await, 0, "every row marked sent");
 }
 

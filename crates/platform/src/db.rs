@@ -406,10 +406,11 @@ fn pool_options(settings: &DatabaseSettings) -> AnyPoolOptions {
 /// other out: in a 10-second run at 500 orders/s, order prepared 1,447
 /// statements and store 1,350, and preparing was 4.5 % of the machine's CPU.
 /// So the shapes are powers of two. Where a repeated value or row changes
-/// nothing (an `IN` list, `ON CONFLICT DO NOTHING` on the one key a row can
-/// collide on, an update's source rows), the list is padded to the next power
-/// of two with its last value or row ([`Params::in_list`], [`Params::padded_rows`],
-/// bound with [`padded`]); otherwise the rows go in [`batches`].
+/// nothing (an `IN` list; an update's source rows; an insert whose
+/// `ON CONFLICT DO NOTHING` covers every key the repeated row collides on),
+/// the list is padded to the next power of two with its last value or row
+/// ([`Params::in_list`], [`Params::padded_rows`], bound with [`padded`]);
+/// otherwise the rows go in [`batches`].
 ///
 /// Each placeholder stands for one value, and values are bound in the order
 /// their placeholders appear. SQLite gets anonymous `?`: for a numbered or

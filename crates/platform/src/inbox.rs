@@ -19,7 +19,7 @@ pub async fn first_delivery(conn: &mut AnyConnection, consumer: &str, event_id: 
     Ok(!first_deliveries(conn, consumer, &[event_id]).await?.is_empty())
 }
 
-/// Records a batch of event ids, a statement per 64; returns the ids that were
+/// Records a batch of event ids, a statement per 64 ids; returns the ids that were
 /// new (the others were applied before and must be skipped).
 pub async fn first_deliveries<S: AsRef<str>>(
     conn: &mut AnyConnection,

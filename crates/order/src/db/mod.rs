@@ -246,8 +246,7 @@ pub async fn insert_attempts(conn: &mut AnyConnection, attempts: &[NewAttempt]) 
 }
 
 /// Settles PENDING attempts as PLACED with their payments, a statement per
-/// 64.
-/// Returns the ids settled now; an id missing from it was settled before.
+/// 64 attempts. Returns the ids settled now; an id missing from it was settled before.
 pub async fn settle_placed(conn: &mut AnyConnection, placed: &[(&OrderId, &str)]) -> Result<HashSet<String>, sqlx::Error> {
     if placed.is_empty() {
         return Ok(HashSet::new());
@@ -568,7 +567,7 @@ pub async fn update_order(conn: &mut AnyConnection, o: &Order, expected_version:
     Ok(done.rows_affected() == 1)
 }
 
-/// Saves the view of many orders, a statement per 64, each only if it is still
+/// Saves the view of many orders, a statement per 64 orders, each only if it is still
 /// at the version it was read at. Returns the ids saved; a missing one was
 /// changed by another writer first.
 pub async fn update_orders(conn: &mut AnyConnection, orders: &[(&Order, i64)]) -> Result<HashSet<String>, sqlx::Error> {

@@ -47,7 +47,7 @@ pub async fn by_order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str)
     sqlx::query(select_payments_where!("order_id = $1")).bind(order_id).fetch_optional(db).await?.map(|r| payment(&r)).transpose()
 }
 
-/// Stores new payments, a statement per 64. Returns the ids stored; a payment
+/// Stores new payments, a statement per 64 payments. Returns the ids stored; a payment
 /// missing from it lost to an existing one with the same idempotency key or
 /// order, which the caller then reads.
 pub async fn insert_all(conn: &mut AnyConnection, payments: &[Payment]) -> Result<HashSet<String>, sqlx::Error> {

@@ -270,7 +270,7 @@ pub struct Step<'a> {
     pub auto_next_at: Option<Timestamp>,
 }
 
-/// Saves the new state of many orders, a statement per 64, each only if nobody
+/// Saves the new state of many orders, a statement per 64 orders, each only if nobody
 /// changed it since it was read. Returns the ids saved.
 pub async fn save_steps(
     conn: &mut AnyConnection,
