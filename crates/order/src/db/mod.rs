@@ -155,18 +155,30 @@ pub async fn pending_attempts(conn: &mut AnyConnection, order_ids: &[&str]) -> R
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT order_id, customer_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
-         WHERE state = 'PENDING' AND order_id IN ({})",
-        Params::new(conn).in_list(order_ids.len())
-    );
-    // The statement holds only placeholders; every id is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in padded(order_ids) {
-        query = query.bind(*id);
+    let mut pending = Vec::new();
+    for chunk in order_ids.chunks(IN_LIST_CHUNK) {
+        let sql = format!(
+            "SELECT order_id, customer_id, fingerprint, priced, state, payment_id, decline_reason FROM order_attempts \
+             WHERE state = 'PENDING' AND order_id IN ({})",
+            Params::new(conn).in_list(chunk.len())
+        );
+        // The statement holds only placeholders; every id is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in padded(chunk) {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            pending.push((attempt_row(&row)?, row.try_get("customer_id")?));
+        }
     }
-    query.fetch_all(conn).await?.iter().map(|row| Ok((attempt_row(row)?, row.try_get("customer_id")?))).collect()
+    Ok(pending)
 }
+
+/// The most ids one `IN` list takes: a padded list stays far below every
+/// engine's limit on bound parameters however many ids a caller passes (the
+/// view's rebuild can pass thousands). A power of two, so a full chunk needs
+/// no padding.
+const IN_LIST_CHUNK: usize = 256;
 
 fn attempt_row(row: &AnyRow) -> Result<Attempt, sqlx::Error> {
     let priced: PricedJson = serde_json::from_str(row.try_get("priced")?).map_err(|_| corrupt("priced order"))?;
@@ -440,13 +452,19 @@ pub async fn orders_by_ids(conn: &mut AnyConnection, order_ids: &[&str]) -> Resu
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).in_list(order_ids.len()));
-    // The statement holds only placeholders; every id is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in padded(order_ids) {
-        query = query.bind(*id);
+    let mut orders = Vec::with_capacity(order_ids.len());
+    for chunk in order_ids.chunks(IN_LIST_CHUNK) {
+        let sql = format!("{}({})", select_orders_where!("order_id IN "), Params::new(conn).in_list(chunk.len()));
+        // The statement holds only placeholders; every id is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in padded(chunk) {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            orders.push(order_row(&row)?);
+        }
     }
-    query.fetch_all(conn).await?.iter().map(order_row).collect()
+    Ok(orders)
 }
 
 /// Every order in id order, a page at a time: the next `limit` after `after`.
