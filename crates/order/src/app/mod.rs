@@ -707,7 +707,10 @@ impl OrderApp {
         let mut orders: HashMap<String, (Order, i64)> = db::orders_by_ids(&mut tx, &order_ids)
             .await?
             .into_iter()
-            .map(|o| (o.id.to_string(), (o.clone(), o.version)))
+            .map(|o| {
+                let read_version = o.version;
+                (o.id.to_string(), (o, read_version))
+            })
             .collect();
         let mut changed = Vec::new();
         for (event_id, update) in updates {
