@@ -1,5 +1,6 @@
 //! `foodmesh bench`: the issue-2 benchmark. It starts a fresh mesh (release
-//! binaries, SQLite, auto-kitchen) in a temporary home, then measures:
+//! binaries, SQLite or with `--postgres` PostgreSQL, auto-kitchen) in a
+//! temporary home, then measures:
 //!
 //! - each service's time from spawn to SERVING, and its idle resident memory;
 //! - a same-run baseline: gRPC health checks at the same concurrency (the same
@@ -23,6 +24,7 @@ use foodmesh_proto::store::v1::{StoreEvent, StoreOrderStatus, store_event};
 use futures::StreamExt;
 use prost::Message as _;
 use serde::Serialize;
+use sqlx::{AssertSqlSafe, Executor as _};
 
 use crate::{
     home::Home,
@@ -64,10 +66,22 @@ pub struct BenchArgs {
     /// background, so that order and payment answer first (0: all equal).
     #[arg(long, default_value_t = crate::local::DEFAULT_BACKGROUND_NICE, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub background_nice: u8,
+    /// Run the services on this PostgreSQL server instead of SQLite: the URL
+    /// of a role that may create databases, such as
+    /// `postgres://postgres@127.0.0.1:5432/postgres`. The bench creates one
+    /// database per service, `foodmesh_bench_<service>` (dropping any left
+    /// from an earlier run), and drops them at the end. The CPU figures count
+    /// every process named `postgres` on this machine as `postgres`, so the
+    /// server should be local and otherwise idle.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
 }
+
+/// The services, each with its own benchmark database on PostgreSQL.
+const SERVICES: [&str; 4] = ["order", "payment", "store", "notification"];
 
 #[derive(Debug, Serialize)]
 struct ServiceFigures {
@@ -95,6 +109,8 @@ struct LagWindow {
 
 #[derive(Debug, Serialize)]
 struct BenchReport {
+    /// `sqlite` or `postgres`.
+    database: &'static str,
     services: Vec<ServiceFigures>,
     baseline_health_checks_per_sec: f64,
     load: LoadReport,
@@ -113,23 +129,41 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("foodmesh-bench-{}", std::process::id()));
     let home = Home::open(&dir)?;
     let step = Duration::from_millis(args.kitchen_step_ms);
-    let options = LocalOptions {
+    let mut options = LocalOptions {
         kitchen_step: Some(step),
         worker_threads: args.worker_threads,
         pin_cpus: !args.no_pin,
         background_nice: args.background_nice,
         ..LocalOptions::benchmark(args.base_port, args.nats_port)
     };
+    let postgres = match &args.postgres {
+        Some(admin_url) => Some(BenchDatabases::create(admin_url).await?),
+        None => None,
+    };
+    if let Some(databases) = &postgres {
+        options
+            .service_env
+            .extend(databases.urls.iter().map(|(service, url)| (*service, "DATABASE_URL".to_owned(), url.clone())));
+    }
     eprintln!(
-        "bench: starting a fresh mesh in {} (cores pinned: {}; nats, store and notification at nice {})",
+        "bench: starting a fresh mesh in {} (cores pinned: {}; nats, store and notification at nice {}; {})",
         dir.display(),
         options.pin_cpus,
-        options.background_nice
+        options.background_nice,
+        if postgres.is_some() { "PostgreSQL" } else { "SQLite" },
     );
-    let mesh = LocalMesh::start(&home, &options).await?;
-    let outcome = measure(&home, &mesh, args, step).await;
-    mesh.stop(&home).await;
+    let outcome = match LocalMesh::start(&home, &options).await {
+        Ok(mesh) => {
+            let outcome = measure(&home, &mesh, args, step).await;
+            mesh.stop(&home).await;
+            outcome
+        }
+        Err(err) => Err(err),
+    };
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(databases) = postgres {
+        databases.drop_all().await;
+    }
     let (mut report, loaded) = outcome?;
     for figures in &mut report.services {
         figures.loaded_rss_mib = loaded.get(figures.name.as_str()).copied().unwrap_or_default();
@@ -179,6 +213,9 @@ async fn measure(
         .chain([("load generator".to_owned(), Some(std::process::id()))])
         .collect();
     let cpu_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
+    // On PostgreSQL the statements run in the server's processes: its
+    // backends hold the services' pooled connections for the whole run.
+    let postgres_at_start = args.postgres.as_ref().map(|_| cpu_by_pid(&processes_named("postgres")));
     let started = Instant::now();
     eprintln!(
         "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
@@ -228,18 +265,25 @@ async fn measure(
     }
     let busy = started.elapsed();
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
-    let cpu = pids
+    let share = |process: String, used: Duration| CpuShare {
+        process,
+        cpu_ms_per_order: used.as_secs_f64() * 1000.0 / placed.max(1) as f64,
+        share_of_two_cores_pct: used.as_secs_f64() * 100.0 / (2.0 * busy.as_secs_f64()),
+    };
+    let mut cpu: Vec<CpuShare> = pids
         .iter()
         .zip(cpu_at_start)
-        .filter_map(|((name, pid), before)| {
-            let used = pid.and_then(cpu_time)?.checked_sub(before?)?;
-            Some(CpuShare {
-                process: name.clone(),
-                cpu_ms_per_order: used.as_secs_f64() * 1000.0 / placed.max(1) as f64,
-                share_of_two_cores_pct: used.as_secs_f64() * 100.0 / (2.0 * busy.as_secs_f64()),
-            })
-        })
+        .filter_map(|((name, pid), before)| Some(share(name.clone(), pid.and_then(cpu_time)?.checked_sub(before?)?)))
         .collect();
+    if let Some(before) = postgres_at_start {
+        // Processes that started during the run count from zero; those that
+        // ended are missed (the pools keep their connections open).
+        let used = cpu_by_pid(&processes_named("postgres"))
+            .into_iter()
+            .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or_default()))
+            .sum();
+        cpu.push(share("postgres".to_owned(), used));
+    }
     let delivered = lags.len();
     let drain = if delivered >= placed { load_end.elapsed().as_secs_f64() } else { f64::NAN };
 
@@ -262,6 +306,7 @@ async fn measure(
     };
     Ok((
         BenchReport {
+            database: if args.postgres.is_some() { "postgres" } else { "sqlite" },
             services,
             baseline_health_checks_per_sec: baseline,
             load: report,
@@ -307,7 +352,8 @@ impl LagTracker {
 }
 
 fn print(r: &BenchReport) {
-    println!("\n== services (fresh SQLite files) ==");
+    let database = if r.database == "postgres" { "fresh PostgreSQL databases" } else { "fresh SQLite files" };
+    println!("\n== services ({database}) ==");
     println!("{:<13} {:>16} {:>14} {:>16}", "service", "start->SERVING", "idle RSS", "RSS after load");
     for s in &r.services {
         println!("{:<13} {:>13} ms {:>10.1} MiB {:>12.1} MiB", s.name, s.start_to_serving_ms, s.idle_rss_mib, s.loaded_rss_mib);
@@ -344,5 +390,92 @@ fn print(r: &BenchReport) {
             c.rate / r.baseline_health_checks_per_sec,
             r.baseline_health_checks_per_sec / c.rate.max(1.0)
         );
+    }
+}
+
+/// The benchmark's databases on a PostgreSQL server, one per service.
+struct BenchDatabases {
+    admin: sqlx::AnyPool,
+    /// Each service's `DATABASE_URL`.
+    urls: Vec<(&'static str, String)>,
+}
+
+impl BenchDatabases {
+    /// Creates each service's database afresh on the server `admin_url` names.
+    async fn create(admin_url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::pool::PoolOptions::<sqlx::Any>::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await
+            .context("cannot connect to the PostgreSQL server given with --postgres")?;
+        let mut urls = Vec::new();
+        for service in SERVICES {
+            let name = format!("foodmesh_bench_{service}");
+            // Names are ours (fixed words), so formatting them in is safe;
+            // PostgreSQL takes no parameters in these statements, and runs
+            // them only as plain (unprepared) queries outside a transaction.
+            admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+            admin
+                .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .with_context(|| format!("cannot create the database {name} (the role needs CREATEDB)"))?;
+            urls.push((service, with_database(admin_url, &name)?));
+        }
+        Ok(BenchDatabases { admin, urls })
+    }
+
+    /// Drops the databases; a failure leaves them for the next run to drop.
+    async fn drop_all(self) {
+        for service in SERVICES {
+            let sql = format!("DROP DATABASE IF EXISTS foodmesh_bench_{service} WITH (FORCE)");
+            if let Err(err) = self.admin.execute(AssertSqlSafe(sql)).await {
+                eprintln!("bench: could not drop foodmesh_bench_{service}: {err}");
+            }
+        }
+        self.admin.close().await;
+    }
+}
+
+/// `url` with its database (the path) replaced by `database`; the user,
+/// host and query parameters are kept.
+fn with_database(url: &str, database: &str) -> Result<String> {
+    let authority_at = url.find("://").map(|i| i + 3).context("the PostgreSQL URL has no scheme")?;
+    let rest = &url[authority_at..];
+    let path_at = rest.find(['/', '?']).map_or(url.len(), |i| authority_at + i);
+    let query_at = url[path_at..].find('?').map_or(url.len(), |i| path_at + i);
+    Ok(format!("{}/{database}{}", &url[..path_at], &url[query_at..]))
+}
+
+/// The processes whose command name is `name` (Linux `/proc`).
+fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .collect()
+}
+
+/// The CPU time of each process that still exists.
+fn cpu_by_pid(pids: &[u32]) -> HashMap<u32, Duration> {
+    pids.iter().filter_map(|&pid| Some((pid, cpu_time(pid)?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_services_url_keeps_everything_but_the_database() {
+        let cases = [
+            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/x"),
+            ("postgres://u:p@db:5432/postgres?sslmode=disable", "postgres://u:p@db:5432/x?sslmode=disable"),
+            ("postgres://u@db", "postgres://u@db/x"),
+            ("postgres://u@db?sslmode=require", "postgres://u@db/x?sslmode=require"),
+        ];
+        for (admin, expected) in cases {
+            assert_eq!(with_database(admin, "x").expect("a URL with a scheme"), expected, "{admin}");
+        }
+        assert!(with_database("127.0.0.1:5432/postgres", "x").is_err());
     }
 }

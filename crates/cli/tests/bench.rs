@@ -1,0 +1,100 @@
+//! `foodmesh bench` as a user runs it, briefly, on the suite's engine:
+//! SQLite files, or with `FOODMESH_TEST_BACKEND=postgres` the test
+//! PostgreSQL, where the bench makes its own databases and drops them.
+//! It checks that the report is whole (every placed order delivered, the
+//! database's CPU counted), not the figures: those belong to the README.
+//!
+//! The service binaries must have been built next to `foodmesh`
+//! (`cargo build --workspace --bins`; scripts/test does it).
+
+use std::{net::TcpListener, process::Command};
+
+use foodmesh_platform::{
+    db::Backend,
+    testing::{backend_from_env, postgres_admin_url},
+};
+use sqlx::Row as _;
+
+fn free_ports(count: u16, from: u16) -> u16 {
+    for base in (from..60_000).step_by(89) {
+        if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
+    let backend = backend_from_env();
+    let home = tempfile::tempdir().expect("temp dir");
+    let base = free_ports(4, 31_000);
+    let nats = free_ports(1, base + 4);
+    let report_path = home.path().join("bench.json");
+    let (base, nats, report) = (base.to_string(), nats.to_string(), report_path.to_str().expect("utf-8 path").to_owned());
+    let mut args = vec![
+        "bench",
+        "--duration-secs",
+        "3",
+        "--rate",
+        "40",
+        "--capacity-secs",
+        "0",
+        "--kitchen-step-ms",
+        "20",
+        "--base-port",
+        &base,
+        "--nats-port",
+        &nats,
+        "--json-out",
+        &report,
+    ];
+    let admin_url = matches!(backend, Backend::Postgres).then(postgres_admin_url);
+    if let Some(url) = &admin_url {
+        args.extend(["--postgres", url]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_foodmesh"))
+        .arg("--home")
+        .arg(home.path())
+        .args(&args)
+        .output()
+        .expect("foodmesh bench runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("JSON");
+    let expected_database = if admin_url.is_some() { "postgres" } else { "sqlite" };
+    assert_eq!(report["database"], expected_database, "{report}");
+    let placed = report["placed"].as_u64().expect("placed");
+    assert!(placed >= 60, "3 s at 40/s placed only {placed}");
+    assert_eq!(report["delivered"].as_u64(), Some(placed), "an order did not reach DELIVERED: {report}");
+    assert_eq!(report["load"]["failures"], serde_json::json!({}), "{}", report["load"]);
+
+    let processes: Vec<&str> = report["cpu"]
+        .as_array()
+        .expect("cpu")
+        .iter()
+        .filter(|c| c["cpu_ms_per_order"].as_f64().is_some_and(|ms| ms > 0.0))
+        .map(|c| c["process"].as_str().expect("name"))
+        .collect();
+    for process in ["nats", "payment", "store", "notification", "order", "load generator"] {
+        assert!(processes.contains(&process), "no CPU counted for {process}: {processes:?}");
+    }
+    assert_eq!(processes.contains(&"postgres"), admin_url.is_some(), "{processes:?}");
+
+    if let Some(url) = admin_url {
+        assert!(printed.contains("fresh PostgreSQL databases"), "{printed}");
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&url).await.expect("admin connection");
+        let left: Vec<String> = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'foodmesh_bench_%'")
+            .fetch_all(&admin)
+            .await
+            .expect("list databases")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        assert!(left.is_empty(), "the bench left its databases: {left:?}");
+    } else {
+        assert!(printed.contains("fresh SQLite files"), "{printed}");
+    }
+}
