@@ -29,7 +29,7 @@ use sqlx::{AssertSqlSafe, Executor as _};
 use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles},
-    local::{LocalMesh, LocalOptions, cpu_time, rss_bytes},
+    local::{LocalMesh, LocalOptions, cpu_time, rss_bytes, service_names},
 };
 
 /// What to measure.
@@ -79,9 +79,6 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json_out: Option<PathBuf>,
 }
-
-/// The services, each with its own benchmark database on PostgreSQL.
-const SERVICES: [&str; 4] = ["order", "payment", "store", "notification"];
 
 #[derive(Debug, Serialize)]
 struct ServiceFigures {
@@ -143,7 +140,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     if let Some(databases) = &postgres {
         options
             .service_env
-            .extend(databases.urls.iter().map(|(service, url)| (*service, "DATABASE_URL".to_owned(), url.clone())));
+            .extend(databases.databases.iter().map(|(service, _, url)| (*service, "DATABASE_URL".to_owned(), url.clone())));
     }
     eprintln!(
         "bench: starting a fresh mesh in {} (cores pinned: {}; nats, store and notification at nice {}; {})",
@@ -396,8 +393,8 @@ fn print(r: &BenchReport) {
 /// The benchmark's databases on a PostgreSQL server, one per service.
 struct BenchDatabases {
     admin: sqlx::AnyPool,
-    /// Each service's `DATABASE_URL`.
-    urls: Vec<(&'static str, String)>,
+    /// Each service, its database's name and its `DATABASE_URL`.
+    databases: Vec<(&'static str, String, String)>,
 }
 
 impl BenchDatabases {
@@ -409,32 +406,38 @@ impl BenchDatabases {
             .connect(admin_url)
             .await
             .context("cannot connect to the PostgreSQL server given with --postgres")?;
-        let mut urls = Vec::new();
-        for service in SERVICES {
+        let mut databases = Vec::new();
+        for service in service_names() {
             let name = format!("foodmesh_bench_{service}");
+            drop_database(&admin, &name).await?;
             // Names are ours (fixed words), so formatting them in is safe;
-            // PostgreSQL takes no parameters in these statements, and runs
-            // them only as plain (unprepared) queries outside a transaction.
-            admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+            // PostgreSQL takes no parameters here, and runs the statement
+            // only as a plain (unprepared) query outside a transaction.
             admin
                 .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .await
                 .with_context(|| format!("cannot create the database {name} (the role needs CREATEDB)"))?;
-            urls.push((service, with_database(admin_url, &name)?));
+            let url = with_database(admin_url, &name)?;
+            databases.push((service, name, url));
         }
-        Ok(BenchDatabases { admin, urls })
+        Ok(BenchDatabases { admin, databases })
     }
 
     /// Drops the databases; a failure leaves them for the next run to drop.
     async fn drop_all(self) {
-        for service in SERVICES {
-            let sql = format!("DROP DATABASE IF EXISTS foodmesh_bench_{service} WITH (FORCE)");
-            if let Err(err) = self.admin.execute(AssertSqlSafe(sql)).await {
-                eprintln!("bench: could not drop foodmesh_bench_{service}: {err}");
+        for (_, name, _) in &self.databases {
+            if let Err(err) = drop_database(&self.admin, name).await {
+                eprintln!("bench: could not drop {name}: {err}");
             }
         }
         self.admin.close().await;
     }
+}
+
+/// Drops the database `name` (one of ours, see [`BenchDatabases::create`]),
+/// disconnecting whoever is still connected to it.
+async fn drop_database(admin: &sqlx::AnyPool, name: &str) -> Result<(), sqlx::Error> {
+    admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await.map(drop)
 }
 
 /// `url` with its database (the path) replaced by `database`; the user,

@@ -120,6 +120,11 @@ const SERVICES: [(&str, &str, u16); 4] = [
     ("order", "foodmesh.order.v1.OrderService", 0),
 ];
 
+/// The four services' names (each its binary's suffix and its database's).
+pub fn service_names() -> impl Iterator<Item = &'static str> {
+    SERVICES.iter().map(|(name, _, _)| *name)
+}
+
 /// The names of order's processes; the second and later listen after
 /// notification's port (offsets 4, 5, 6).
 const ORDER_REPLICAS: [&str; 4] = ["order", "order-2", "order-3", "order-4"];

@@ -7,7 +7,7 @@
 //! The service binaries must have been built next to `foodmesh`
 //! (`cargo build --workspace --bins`; scripts/test does it).
 
-use std::{net::TcpListener, process::Command};
+use std::process::Command;
 
 use foodmesh_platform::{
     db::Backend,
@@ -15,14 +15,9 @@ use foodmesh_platform::{
 };
 use sqlx::Row as _;
 
-fn free_ports(count: u16, from: u16) -> u16 {
-    for base in (from..60_000).step_by(89) {
-        if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports");
-}
+mod common;
+
+use common::free_ports;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {

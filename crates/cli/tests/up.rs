@@ -11,15 +11,9 @@ use std::{
     process::{Child, ChildStdout, Command, Output, Stdio},
 };
 
-fn free_ports(count: u16, from: u16) -> u16 {
-    // A run of consecutive free ports: order, payment, store, notification.
-    for base in (from..60_000).step_by(97) {
-        if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports");
-}
+mod common;
+
+use common::free_ports;
 
 fn foodmesh(home: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_foodmesh")).arg("--home").arg(home).args(args).output().expect("foodmesh runs")
