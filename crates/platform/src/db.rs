@@ -305,9 +305,13 @@ impl Database {
                 })
             })
         };
-        let writer = with_pragmas(pool_options(settings).max_connections(1)).connect_lazy_with(options.clone());
-        let reader =
-            with_pragmas(pool_options(settings).max_connections(settings.max_connections.max(1))).connect_lazy_with(options);
+        // sqlx pings a pooled connection before lending it (and again when it
+        // comes back). A SQLite connection is a thread in this process, not a
+        // socket that can be cut, so the check only costs a round trip to that
+        // thread on every use.
+        let sqlite_pool = || pool_options(settings).test_before_acquire(false);
+        let writer = with_pragmas(sqlite_pool().max_connections(1)).connect_lazy_with(options.clone());
+        let reader = with_pragmas(sqlite_pool().max_connections(settings.max_connections.max(1))).connect_lazy_with(options);
         Ok(Self { writer, reader, backend: Backend::Sqlite, turns: Some(Arc::default()) })
     }
 
