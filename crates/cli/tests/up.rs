@@ -88,14 +88,30 @@ fn niceness_by_name(home: &std::path::Path) -> Vec<(String, i64)> {
     found
 }
 
+/// The demo's auto-kitchen step. Carol cancels as soon as her order is
+/// placed, and the demo shows her refund only if the cancellation reaches the
+/// store before the kitchen's step after "received". At 50 ms a loaded CI
+/// machine lost that race once (the store decided 160 ms after the order was
+/// placed, after cooking had started), so the step leaves room for it.
+const KITCHEN_STEP_MS: &str = "300";
+
 #[test]
 fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     let home = tempfile::tempdir().expect("temp dir");
     let base = free_ports(4, 20_000);
     let nats = free_ports(1, base + 4);
     let (base_port, nats_port) = (base.to_string(), nats.to_string());
-    let up =
-        ["up", "--demo", "--exit-after-demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
+    let up = [
+        "up",
+        "--demo",
+        "--exit-after-demo",
+        "--kitchen-step-ms",
+        KITCHEN_STEP_MS,
+        "--base-port",
+        &base_port,
+        "--nats-port",
+        &nats_port,
+    ];
 
     let first = foodmesh(home.path(), &up);
     let out = String::from_utf8_lossy(&first.stdout);
@@ -156,7 +172,8 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
     let base = free_ports(14, 21_000);
     let nats = free_ports(1, base + 14);
     let (base_port, nats_port) = (base.to_string(), nats.to_string());
-    let up = ["up", "--mesh", "--demo", "--kitchen-step-ms", "50", "--base-port", &base_port, "--nats-port", &nats_port];
+    let up =
+        ["up", "--mesh", "--demo", "--kitchen-step-ms", KITCHEN_STEP_MS, "--base-port", &base_port, "--nats-port", &nats_port];
     let running = start_up(home.path(), &up);
     let transcript = &running.transcript;
     assert!(transcript.contains("envoy") && transcript.contains("LIVE after"), "Envoy started:\n{transcript}");
