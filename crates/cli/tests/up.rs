@@ -22,9 +22,30 @@ fn foodmesh(home: &std::path::Path, args: &[&str]) -> Output {
 /// A `foodmesh up` left running: the process, the rest of its output, and
 /// what it printed until it said it was running.
 struct Running {
-    child: Child,
+    /// `None` once `stop_up` has stopped and checked it.
+    child: Option<Child>,
     lines: Lines<BufReader<ChildStdout>>,
     transcript: String,
+}
+
+impl Drop for Running {
+    /// A failed assertion unwinds past `stop_up`: stop the mesh anyway, the
+    /// way a user would (Ctrl-C, so `foodmesh` stops the services and NATS it
+    /// started in their own process groups), and kill it only if that hangs.
+    /// Otherwise one failed test leaves five processes holding ports.
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 /// Starts `foodmesh up` with `args` and reads its output until `foodmesh: running`.
@@ -47,15 +68,18 @@ fn start_up(home: &std::path::Path, args: &[&str]) -> Running {
             break;
         }
     }
-    Running { child, lines, transcript }
+    Running { child: Some(child), lines, transcript }
 }
 
 /// Ctrl-C: it must say it stopped, exit with success and free every port.
-fn stop_up(running: Running, ports: impl IntoIterator<Item = u16>) {
-    let Running { mut child, lines, .. } = running;
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    assert!(child.wait().expect("exits").success());
+fn stop_up(mut running: Running, ports: impl IntoIterator<Item = u16>) {
+    let pid = running.child.as_ref().expect("still running").id();
+    Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill runs");
+    let rest: Vec<String> = running.lines.by_ref().map(|l| l.expect("utf-8")).collect();
+    let status = running.child.as_mut().expect("still running").wait().expect("exits");
+    // It has exited: nothing left for `Drop` to stop.
+    running.child = None;
+    assert!(status.success(), "{status}");
     assert_eq!(rest.last().map(String::as_str), Some("foodmesh: stopped"), "{rest:?}");
     for port in ports {
         assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free after Ctrl-C");
