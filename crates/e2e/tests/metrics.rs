@@ -1,7 +1,7 @@
 //! What Prometheus scrapes: order's and payment's `GET /metrics` after real
 //! traffic count each RPC by method and status with its latency, sample the
 //! outbox backlog, the consumers' lag, order's circuit breaker and its orders
-//! by status; and every metric the chart's alerts read is one the services
+//! by status, time waited for SQLite's writer; and every metric the chart's alerts read is one the services
 //! export.
 
 use foodmesh_e2e::{Mesh, MeshOptions, SAGA_TIMEOUT, place_request};
@@ -59,6 +59,27 @@ async fn services_export_rpc_outbox_consumer_breaker_and_order_metrics() {
         assert!(value(&order, &format!("foodmesh_consumer_pending{{consumer=\"{consumer}\"}}")).is_some(), "{consumer}: {order}");
     }
     assert!(!order.contains("consumer=\"store-orders\""), "only order's own consumers");
+    // SQLite's one writer: how long writes waited for it and held it. Each
+    // placed order wrote its attempt and then its order, the declined one its
+    // attempt and its decline; the status view's consumers wrote in the background.
+    match foodmesh_platform::testing::backend_from_env() {
+        foodmesh_platform::db::Backend::Sqlite => {
+            for family in ["foodmesh_db_writer_wait_seconds", "foodmesh_db_writer_held_seconds"] {
+                let requests = value(&order, &format!("{family}_count{{urgency=\"request\"}}")).expect("request writes");
+                assert!(requests >= 12.0, "{family}: {requests} request writes: {order}");
+                assert!(value(&order, &format!("{family}_count{{urgency=\"background\"}}")).is_some_and(|n| n >= 1.0));
+                let buckets = order
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("{family}_bucket{{")) && l.contains("urgency=\"request\""))
+                    .count();
+                assert_eq!(buckets, 13, "{family}: 12 bounds and +Inf");
+            }
+        }
+        // No turns: PostgreSQL takes concurrent writers itself.
+        foodmesh_platform::db::Backend::Postgres => {
+            assert!(!order.contains("foodmesh_db_writer_wait_seconds_count"), "{order}");
+        }
+    }
     // Probes and reflection are not the API's traffic.
     assert!(!order.contains("grpc.health"));
 

@@ -132,10 +132,22 @@ pub enum Urgency {
 /// How long background work waits at most while requests keep coming.
 pub const BACKGROUND_MAX_WAIT: Duration = Duration::from_millis(20);
 
+/// Told how long each use of SQLite's one writer waited for its turn and
+/// how long it held it, by urgency. This is where a request's write waits
+/// behind background transactions, so operators see it as two histograms
+/// (`platform::metrics`).
+pub trait WriterObserver: Send + Sync + std::fmt::Debug {
+    /// A turn was granted after `waited`.
+    fn waited(&self, urgency: Urgency, waited: Duration);
+    /// A turn was given up after being held for `held`.
+    fn held(&self, urgency: Urgency, held: Duration);
+}
+
 /// The queue for SQLite's writer: who holds it and who waits, by urgency.
 #[derive(Debug, Default)]
 struct Turns {
     state: Mutex<TurnState>,
+    observer: std::sync::OnceLock<Arc<dyn WriterObserver>>,
 }
 
 #[derive(Debug, Default)]
@@ -149,11 +161,23 @@ struct TurnState {
 #[derive(Debug)]
 struct Turn {
     turns: Option<Arc<Turns>>,
+    urgency: Urgency,
+    /// When it was granted.
+    since: Instant,
+}
+
+impl Turn {
+    fn new(turns: &Arc<Turns>, urgency: Urgency) -> Self {
+        Self { turns: Some(turns.clone()), urgency, since: Instant::now() }
+    }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if let Some(turns) = self.turns.take() {
+            if let Some(observer) = turns.observer.get() {
+                observer.held(self.urgency, self.since.elapsed());
+            }
             turns.pass();
         }
     }
@@ -167,11 +191,20 @@ impl Turns {
     }
 
     async fn take(self: &Arc<Self>, urgency: Urgency) -> Result<Turn, sqlx::Error> {
+        let asked = Instant::now();
+        let turn = self.wait_for_turn(urgency).await?;
+        if let Some(observer) = self.observer.get() {
+            observer.waited(urgency, asked.elapsed());
+        }
+        Ok(turn)
+    }
+
+    async fn wait_for_turn(self: &Arc<Self>, urgency: Urgency) -> Result<Turn, sqlx::Error> {
         let waiting = {
             let mut state = self.state();
             if !state.held {
                 state.held = true;
-                return Ok(Turn { turns: Some(self.clone()) });
+                return Ok(Turn::new(self, urgency));
             }
             let (sender, receiver) = oneshot::channel();
             match urgency {
@@ -192,8 +225,8 @@ impl Turns {
                 let mut state = self.state();
                 let starved = state.background.front().is_some_and(|(since, _)| since.elapsed() >= BACKGROUND_MAX_WAIT);
                 // Starved background work is not empty, so it goes next.
-                let next = if starved { None } else { state.requests.pop_front() };
-                match next.or_else(|| state.background.pop_front().map(|(_, s)| s)) {
+                let next = if starved { None } else { state.requests.pop_front().map(|s| (Urgency::Request, s)) };
+                match next.or_else(|| state.background.pop_front().map(|(_, s)| (Urgency::Background, s))) {
                     Some(next) => next,
                     None => {
                         state.held = false;
@@ -201,7 +234,8 @@ impl Turns {
                     }
                 }
             };
-            match next.send(Turn { turns: Some(self.clone()) }) {
+            let (urgency, next) = next;
+            match next.send(Turn::new(self, urgency)) {
                 Ok(()) => return,
                 // That waiter gave up; its turn goes to the next, not through Drop.
                 Err(mut unclaimed) => unclaimed.turns = None,
@@ -337,6 +371,14 @@ impl Database {
         sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
     }
 
+    /// Reports every turn on SQLite's writer to `observer` from now on (the
+    /// first observer stays; nothing on PostgreSQL, which has no turns).
+    pub fn observe_writer(&self, observer: Arc<dyn WriterObserver>) {
+        if let Some(turns) = &self.turns {
+            let _ = turns.observer.set(observer);
+        }
+    }
+
     /// Waits for the writer's turn (SQLite) and starts a write transaction.
     pub async fn begin(&self, urgency: Urgency) -> Result<WriteTx, sqlx::Error> {
         let turn = self.turn(urgency).await?;
@@ -354,7 +396,7 @@ impl Database {
     async fn turn(&self, urgency: Urgency) -> Result<Turn, sqlx::Error> {
         match &self.turns {
             Some(turns) => turns.take(urgency).await,
-            None => Ok(Turn { turns: None }),
+            None => Ok(Turn { turns: None, urgency, since: Instant::now() }),
         }
     }
 
@@ -595,6 +637,43 @@ mod tests {
         let _ = waiting.await;
         let again = tokio::time::timeout(Duration::from_secs(1), turns.take(Urgency::Background)).await;
         assert!(again.is_ok(), "the writer was freed");
+    }
+
+    /// Every turn reported to a [`WriterObserver`]: (what, urgency, time).
+    #[derive(Debug, Default)]
+    struct Recorded(Mutex<Vec<(&'static str, Urgency, Duration)>>);
+
+    impl WriterObserver for Recorded {
+        fn waited(&self, urgency: Urgency, waited: Duration) {
+            self.0.lock().expect("lock").push(("waited", urgency, waited));
+        }
+        fn held(&self, urgency: Urgency, held: Duration) {
+            self.0.lock().expect("lock").push(("held", urgency, held));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_observer_sees_how_long_a_request_waited_behind_background_work() {
+        let turns = Arc::new(Turns::default());
+        let recorded = Arc::new(Recorded::default());
+        turns.observer.set(recorded.clone()).expect("first observer");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let held = turns.take(Urgency::Background).await.expect("free writer");
+        let request = queue(&turns, Urgency::Request, "place order", Duration::from_millis(3), &order);
+        settle().await;
+        tokio::time::advance(Duration::from_millis(40)).await;
+        drop(held);
+        request.await.expect("task");
+        let ms = Duration::from_millis;
+        assert_eq!(
+            *recorded.0.lock().expect("lock"),
+            [
+                ("waited", Urgency::Background, Duration::ZERO),
+                ("held", Urgency::Background, ms(40)),
+                ("waited", Urgency::Request, ms(40)),
+                ("held", Urgency::Request, ms(3)),
+            ]
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Infra {
         if let Some(addr) = metrics.addr() {
             tracing::info!(service = name, %addr, "metrics at /metrics");
         }
+        metrics.observe_writer(&db);
         Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default(), metrics })
     }
 

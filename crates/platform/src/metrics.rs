@@ -11,6 +11,8 @@
 //! | `foodmesh_consumer_redelivered{consumer}` | messages delivered more than once and not yet acknowledged |
 //! | `foodmesh_circuit_breaker_state{dependency}` | 0 closed, 1 half-open, 2 open (order, for payment) |
 //! | `foodmesh_orders{status}` | orders in order's status view, by status |
+//! | `foodmesh_db_writer_wait_seconds{urgency}` | SQLite: time a write waited for the one writer (`request`: a caller waits; `background`) |
+//! | `foodmesh_db_writer_held_seconds{urgency}` | SQLite: time a write held the writer, so the others waited |
 //!
 //! RPC figures are recorded as requests finish; the gauges are sampled every
 //! `metrics.sample_interval_ms` by one worker (a database count, JetStream's
@@ -68,6 +70,7 @@ struct Inner {
     consumer_redelivered: Family<Labels, Gauge>,
     circuit_breaker_state: Family<Labels, Gauge>,
     orders: Family<Labels, Gauge>,
+    writer: Arc<WriterMetrics>,
     samplers: Mutex<Vec<Sampler>>,
     listener: Mutex<Option<std::net::TcpListener>>,
     addr: Option<SocketAddr>,
@@ -81,6 +84,36 @@ impl std::fmt::Debug for Metrics {
 
 /// Latency buckets, seconds: 1 ms to 30 s.
 const BUCKETS: [f64; 14] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// Buckets for the turns on SQLite's writer, seconds: most take well under
+/// a millisecond, and the ones that matter for a request's latency take
+/// tens of milliseconds.
+const WRITER_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// The turns on SQLite's writer (see [`crate::db::WriterObserver`]).
+#[derive(Debug)]
+struct WriterMetrics {
+    wait: Family<Labels, Histogram>,
+    held: Family<Labels, Histogram>,
+}
+
+fn urgency_labels(urgency: crate::db::Urgency) -> Labels {
+    let name = match urgency {
+        crate::db::Urgency::Request => "request",
+        crate::db::Urgency::Background => "background",
+    };
+    vec![("urgency".to_owned(), name.to_owned())]
+}
+
+impl crate::db::WriterObserver for WriterMetrics {
+    fn waited(&self, urgency: crate::db::Urgency, waited: Duration) {
+        self.wait.get_or_create(&urgency_labels(urgency)).observe(waited.as_secs_f64());
+    }
+
+    fn held(&self, urgency: crate::db::Urgency, held: Duration) {
+        self.held.get_or_create(&urgency_labels(urgency)).observe(held.as_secs_f64());
+    }
+}
 
 impl Metrics {
     /// Metrics of `service`, with the endpoint bound now (so a taken port
@@ -127,6 +160,19 @@ impl Metrics {
             circuit_breaker_state.clone(),
         );
         registry.register("orders", "Orders in the status view, by status", orders.clone());
+        let writer_histograms =
+            || Family::<Labels, Histogram>::new_with_constructor((|| Histogram::new(WRITER_BUCKETS)) as fn() -> Histogram);
+        let writer = Arc::new(WriterMetrics { wait: writer_histograms(), held: writer_histograms() });
+        registry.register(
+            "db_writer_wait_seconds",
+            "SQLite: time a write waited for the one writer connection, by urgency (request or background)",
+            writer.wait.clone(),
+        );
+        registry.register(
+            "db_writer_held_seconds",
+            "SQLite: time a write held the one writer connection while others waited, by urgency",
+            writer.held.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 service: service.to_owned(),
@@ -139,6 +185,7 @@ impl Metrics {
                 consumer_redelivered,
                 circuit_breaker_state,
                 orders,
+                writer,
                 samplers: Mutex::new(Vec::new()),
                 listener: Mutex::new(listener),
                 addr,
@@ -164,6 +211,13 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+
+    /// Records the turns on `db`'s SQLite writer, when these metrics are served.
+    pub fn observe_writer(&self, db: &crate::db::Database) {
+        if self.is_served() {
+            db.observe_writer(self.inner.writer.clone());
+        }
     }
 
     /// Counts one answered RPC.
