@@ -11,7 +11,12 @@
 //! - saga lag: from an order's PlaceOrder reply to its `store.v1.order.delivered`
 //!   event on NATS, per 10-second window, to show it stays bounded, and that
 //!   every placed order reaches DELIVERED;
-//! - capacity: PlaceOrder in a closed loop at 32 in flight, the ceiling.
+//! - capacity: PlaceOrder in a closed loop at 32 in flight, the ceiling;
+//! - on SQLite, order's one writer during the sustained load: how long its
+//!   request writes waited for their turn, and how long background work held
+//!   it ([`writer`]).
+
+mod writer;
 
 use std::{
     collections::HashMap,
@@ -116,6 +121,8 @@ struct BenchReport {
     saga_lag_ms: Percentiles,
     saga_lag_windows: Vec<LagWindow>,
     cpu: Vec<CpuShare>,
+    /// Order's SQLite writer; `None` on PostgreSQL.
+    order_writer: Option<writer::WriterFigures>,
     placed: usize,
     delivered: usize,
     drain_after_load_secs: f64,
@@ -142,6 +149,19 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
             .service_env
             .extend(databases.databases.iter().map(|(service, _, url)| (*service, "DATABASE_URL".to_owned(), url.clone())));
     }
+    // Order's metrics, for its writer's histograms (SQLite only). The gauges'
+    // sampler would add a count of every order every few seconds to what is
+    // measured, so it is left to run once an hour.
+    let metrics_port = match postgres {
+        Some(_) => None,
+        None => Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+    };
+    if let Some(port) = metrics_port {
+        options.service_env.extend([
+            ("order", "FOODMESH_METRICS__LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            ("order", "FOODMESH_METRICS__SAMPLE_INTERVAL_MS".to_owned(), "3600000".to_owned()),
+        ]);
+    }
     eprintln!(
         "bench: starting a fresh mesh in {} (cores pinned: {}; nats, store and notification at nice {}; {})",
         dir.display(),
@@ -151,7 +171,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     );
     let outcome = match LocalMesh::start(&home, &options).await {
         Ok(mesh) => {
-            let outcome = measure(&home, &mesh, args, step).await;
+            let outcome = measure(&home, &mesh, args, step, metrics_port).await;
             mesh.stop(&home).await;
             outcome
         }
@@ -178,7 +198,14 @@ async fn measure(
     mesh: &LocalMesh,
     args: &BenchArgs,
     step: Duration,
+    metrics_port: Option<u16>,
 ) -> Result<(BenchReport, HashMap<&'static str, f64>)> {
+    let scrape = || async move {
+        match metrics_port {
+            Some(port) => foodmesh_mesh::process::admin_get(port, "/metrics").await.ok(),
+            None => None,
+        }
+    };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     // Let start-up work (catalog, consumers) settle before reading idle memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -210,6 +237,7 @@ async fn measure(
         .chain([("load generator".to_owned(), Some(std::process::id()))])
         .collect();
     let cpu_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
+    let metrics_at_start = scrape().await;
     // On PostgreSQL the statements run in the server's processes: its
     // backends hold the services' pooled connections for the whole run.
     let postgres_at_start = args.postgres.as_ref().map(|_| cpu_by_pid(&processes_named("postgres")));
@@ -243,6 +271,10 @@ async fn measure(
     while let Ok((order_id, at)) = placed_rx.try_recv() {
         tracker.placed(order_id, at);
     }
+    let order_writer = match (metrics_at_start, scrape().await) {
+        (Some(before), Some(after)) => Some(writer::WriterFigures::between(&before, &after)),
+        _ => None,
+    };
     let loaded: HashMap<&'static str, f64> = mesh
         .processes
         .iter()
@@ -312,6 +344,7 @@ async fn measure(
             saga_lag_ms: Percentiles::of(&mut all),
             saga_lag_windows: windows,
             cpu,
+            order_writer,
             placed,
             delivered,
             drain_after_load_secs: drain,
@@ -378,6 +411,17 @@ fn print(r: &BenchReport) {
             "{:<15} {:>6.2} ms per order  {:>5.1} % of the two cores",
             c.process, c.cpu_ms_per_order, c.share_of_two_cores_pct
         );
+    }
+    if let Some(w) = &r.order_writer {
+        println!("\n== order's SQLite writer during the sustained load (each PlaceOrder writes twice) ==");
+        let line = |what: &str, t: &writer::TurnFigures| {
+            println!(
+                "{what:<27} {:>7} turns, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
+                t.count, t.over_20_ms, t.over_50_ms, t.p99_at_most_ms
+            );
+        };
+        line("request writes, waited", &w.request_wait);
+        line("background work, held", &w.background_held);
     }
     if let Some(c) = &r.capacity {
         println!("\n== PlaceOrder, capacity (closed loop: the next request as soon as one returns) ==");

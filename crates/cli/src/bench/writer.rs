@@ -1,0 +1,118 @@
+//! Order's SQLite writer during the sustained load, read from the histograms
+//! order exports (`foodmesh_db_writer_wait_seconds` and
+//! `foodmesh_db_writer_held_seconds`, see `platform::metrics`) before and
+//! after it. A PlaceOrder writes twice through that one writer, so the time
+//! its writes waited for their turn is part of its latency, and long
+//! background turns (the status view's consumers, relay rounds) are what they
+//! wait behind.
+
+use serde::Serialize;
+
+/// One of the writer's histograms over the sustained load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TurnFigures {
+    /// Turns taken.
+    pub count: u64,
+    /// Of those, how many took over 20 ms.
+    pub over_20_ms: u64,
+    /// Of those, how many took over 50 ms.
+    pub over_50_ms: u64,
+    /// The histogram's bound, in milliseconds, at or under which 99 % fell
+    /// (infinite when the top bucket is needed).
+    pub p99_at_most_ms: f64,
+}
+
+/// Order's writer over the sustained load.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WriterFigures {
+    /// How long the writes a caller waited for (PlaceOrder's, CancelOrder's)
+    /// waited for their turn.
+    pub request_wait: TurnFigures,
+    /// How long background work held the writer.
+    pub background_held: TurnFigures,
+}
+
+impl WriterFigures {
+    /// The figures between two scrapes of order's `/metrics`.
+    pub fn between(before: &str, after: &str) -> Self {
+        let turns = |family: &str, urgency: &str| figures(&buckets(before, family, urgency), &buckets(after, family, urgency));
+        Self {
+            request_wait: turns("foodmesh_db_writer_wait_seconds", "request"),
+            background_held: turns("foodmesh_db_writer_held_seconds", "background"),
+        }
+    }
+}
+
+/// The cumulative buckets of `family` for `urgency`: (bound in seconds, count).
+fn buckets(text: &str, family: &str, urgency: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{family}_bucket{{");
+    let label = format!("urgency=\"{urgency}\"");
+    text.lines()
+        .filter(|line| line.starts_with(&prefix) && line.contains(&label))
+        .filter_map(|line| {
+            let bound = line.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            let count = line.rsplit(' ').next()?.parse().ok()?;
+            Some((bound, count))
+        })
+        .collect()
+}
+
+fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
+    // Counts are cumulative and only grow: the run's are the differences.
+    let during: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(bound, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == bound).map_or(0, |(_, m)| *m);
+            (bound, n.saturating_sub(earlier))
+        })
+        .collect();
+    let count = during.iter().find(|(b, _)| b.is_infinite()).map_or(0, |(_, n)| *n);
+    let over = |seconds: f64| count - during.iter().find(|(b, _)| *b == seconds).map_or(count, |(_, n)| *n);
+    let p99 = during.iter().find(|(_, n)| count > 0 && *n as f64 >= 0.99 * count as f64).map_or(0.0, |(bound, _)| bound * 1000.0);
+    TurnFigures { count, over_20_ms: over(0.02), over_50_ms: over(0.05), p99_at_most_ms: p99 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(request_wait: [u64; 4], background_held: [u64; 4]) -> String {
+        // Bounds 1 ms, 20 ms, 50 ms and +Inf; other families and urgencies around them.
+        let mut text = String::from("# TYPE foodmesh_db_writer_wait_seconds histogram\n");
+        for (family, urgency, counts) in [
+            ("foodmesh_db_writer_wait_seconds", "request", request_wait),
+            ("foodmesh_db_writer_wait_seconds", "background", [7, 7, 7, 7]),
+            ("foodmesh_db_writer_held_seconds", "background", background_held),
+            ("foodmesh_db_writer_held_seconds", "request", [9, 9, 9, 9]),
+        ] {
+            for (bound, n) in ["0.001", "0.02", "0.05", "+Inf"].iter().zip(counts) {
+                text.push_str(&format!("{family}_bucket{{le=\"{bound}\",urgency=\"{urgency}\"}} {n}\n"));
+            }
+            text.push_str(&format!("{family}_count{{urgency=\"{urgency}\"}} {}\n", counts[3]));
+        }
+        text
+    }
+
+    #[test]
+    fn the_figures_are_those_of_the_load_alone() {
+        let before = scrape([10, 10, 10, 10], [2, 3, 3, 3]);
+        // During the load: 1,000 request writes, 30 waited over 20 ms and 5
+        // of them over 50 ms; 100 background turns, 12 held over 20 ms.
+        let after = scrape([800, 980, 1_005, 1_010], [52, 91, 98, 103]);
+        let figures = WriterFigures::between(&before, &after);
+        assert_eq!(figures.request_wait, TurnFigures { count: 1_000, over_20_ms: 30, over_50_ms: 5, p99_at_most_ms: 50.0 });
+        assert_eq!(
+            figures.background_held,
+            TurnFigures { count: 100, over_20_ms: 12, over_50_ms: 5, p99_at_most_ms: f64::INFINITY }
+        );
+    }
+
+    #[test]
+    fn no_histogram_gives_zeros_not_a_failure() {
+        // PostgreSQL has no writer turns; an endpoint that did not answer is empty.
+        let figures = WriterFigures::between("", "");
+        assert_eq!(figures.request_wait, TurnFigures::default());
+        assert_eq!(figures.background_held.count, 0);
+    }
+}
