@@ -70,7 +70,7 @@ struct Inner {
     consumer_redelivered: Family<Labels, Gauge>,
     circuit_breaker_state: Family<Labels, Gauge>,
     orders: Family<Labels, Gauge>,
-    writer: Arc<WriterMetrics>,
+    writer: WriterMetrics,
     samplers: Mutex<Vec<Sampler>>,
     listener: Mutex<Option<std::net::TcpListener>>,
     addr: Option<SocketAddr>,
@@ -90,28 +90,48 @@ const BUCKETS: [f64; 14] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5
 /// tens of milliseconds.
 const WRITER_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 
-/// The turns on SQLite's writer (see [`crate::db::WriterObserver`]).
+/// The histograms of the turns on SQLite's writer, by urgency.
 #[derive(Debug)]
 struct WriterMetrics {
     wait: Family<Labels, Histogram>,
     held: Family<Labels, Histogram>,
 }
 
-fn urgency_labels(urgency: crate::db::Urgency) -> Labels {
-    let name = match urgency {
-        crate::db::Urgency::Request => "request",
-        crate::db::Urgency::Background => "background",
-    };
-    vec![("urgency".to_owned(), name.to_owned())]
+/// Each series of [`WriterMetrics`], looked up once: a turn is recorded
+/// without building labels (see [`crate::db::WriterObserver`]).
+#[derive(Debug)]
+struct WriterSeries {
+    /// (waited, held) for requests, then for background work.
+    request: (Histogram, Histogram),
+    background: (Histogram, Histogram),
 }
 
-impl crate::db::WriterObserver for WriterMetrics {
+impl WriterMetrics {
+    fn series(&self) -> WriterSeries {
+        let pair = |urgency: &str| {
+            let labels = vec![("urgency".to_owned(), urgency.to_owned())];
+            (self.wait.get_or_create(&labels).clone(), self.held.get_or_create(&labels).clone())
+        };
+        WriterSeries { request: pair("request"), background: pair("background") }
+    }
+}
+
+impl WriterSeries {
+    fn of(&self, urgency: crate::db::Urgency) -> &(Histogram, Histogram) {
+        match urgency {
+            crate::db::Urgency::Request => &self.request,
+            crate::db::Urgency::Background => &self.background,
+        }
+    }
+}
+
+impl crate::db::WriterObserver for WriterSeries {
     fn waited(&self, urgency: crate::db::Urgency, waited: Duration) {
-        self.wait.get_or_create(&urgency_labels(urgency)).observe(waited.as_secs_f64());
+        self.of(urgency).0.observe(waited.as_secs_f64());
     }
 
     fn held(&self, urgency: crate::db::Urgency, held: Duration) {
-        self.held.get_or_create(&urgency_labels(urgency)).observe(held.as_secs_f64());
+        self.of(urgency).1.observe(held.as_secs_f64());
     }
 }
 
@@ -162,7 +182,7 @@ impl Metrics {
         registry.register("orders", "Orders in the status view, by status", orders.clone());
         let writer_histograms =
             || Family::<Labels, Histogram>::new_with_constructor((|| Histogram::new(WRITER_BUCKETS)) as fn() -> Histogram);
-        let writer = Arc::new(WriterMetrics { wait: writer_histograms(), held: writer_histograms() });
+        let writer = WriterMetrics { wait: writer_histograms(), held: writer_histograms() };
         registry.register(
             "db_writer_wait_seconds",
             "SQLite: time a write waited for the one writer connection, by urgency (request or background)",
@@ -213,10 +233,11 @@ impl Metrics {
         text
     }
 
-    /// Records the turns on `db`'s SQLite writer, when these metrics are served.
+    /// Records the turns on `db`'s SQLite writer, when these metrics are
+    /// served and `db` is SQLite (PostgreSQL has no turns, and no series).
     pub fn observe_writer(&self, db: &crate::db::Database) {
-        if self.is_served() {
-            db.observe_writer(self.inner.writer.clone());
+        if self.is_served() && db.backend() == crate::db::Backend::Sqlite {
+            db.observe_writer(Arc::new(self.inner.writer.series()));
         }
     }
 
