@@ -12,9 +12,10 @@
 //!   event on NATS, per 10-second window, to show it stays bounded, and that
 //!   every placed order reaches DELIVERED;
 //! - capacity: PlaceOrder in a closed loop at 32 in flight, the ceiling;
-//! - on SQLite, order's one writer during the sustained load: how long its
-//!   request writes waited for their turn, and how long background work held
-//!   it ([`writer`]).
+//! - inside order during the sustained load, from its own histograms:
+//!   PlaceOrder as its server saw it and, on SQLite, the turns on its one
+//!   writer, waited for and held, by requests and by background work
+//!   ([`writer`]).
 
 mod writer;
 
@@ -121,7 +122,7 @@ struct BenchReport {
     saga_lag_ms: Percentiles,
     saga_lag_windows: Vec<LagWindow>,
     cpu: Vec<CpuShare>,
-    /// Order's SQLite writer; `None` on PostgreSQL.
+    /// Inside order; `None` on PostgreSQL.
     order_writer: Option<writer::WriterFigures>,
     placed: usize,
     delivered: usize,
@@ -413,15 +414,18 @@ fn print(r: &BenchReport) {
         );
     }
     if let Some(w) = &r.order_writer {
-        println!("\n== order's SQLite writer during the sustained load (each PlaceOrder writes twice) ==");
+        println!("\n== inside order during the sustained load (its own histograms; each PlaceOrder writes twice) ==");
         let line = |what: &str, t: &writer::TurnFigures| {
             println!(
-                "{what:<27} {:>7} turns, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
+                "{what:<31} {:>7}, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
                 t.count, t.over_20_ms, t.over_50_ms, t.p99_at_most_ms
             );
         };
-        line("request writes, waited", &w.request_wait);
-        line("background work, held", &w.background_held);
+        line("PlaceOrder, served", &w.place_order_served);
+        line("SQLite writer: requests waited", &w.request_wait);
+        line("               requests held", &w.request_held);
+        line("           background waited", &w.background_wait);
+        line("              background held", &w.background_held);
     }
     if let Some(c) = &r.capacity {
         println!("\n== PlaceOrder, capacity (closed loop: the next request as soon as one returns) ==");

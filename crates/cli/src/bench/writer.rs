@@ -1,17 +1,19 @@
-//! Order's SQLite writer during the sustained load, read from the histograms
-//! order exports (`foodmesh_db_writer_wait_seconds` and
-//! `foodmesh_db_writer_held_seconds`, see `platform::metrics`) before and
-//! after it. A PlaceOrder writes twice through that one writer, so the time
-//! its writes waited for their turn is part of its latency, and long
-//! background turns (the status view's consumers, relay rounds) are what they
-//! wait behind.
+//! Inside order during the sustained load, read from the histograms order
+//! exports (see `platform::metrics`) before and after it: PlaceOrder as
+//! order's server saw it (`foodmesh_rpc_duration_seconds`), which tells a
+//! tail inside order from one in the load generator or on the way; and its
+//! SQLite writer (`foodmesh_db_writer_wait_seconds`,
+//! `foodmesh_db_writer_held_seconds`). A PlaceOrder writes twice through that
+//! one writer, so the time its writes waited for their turn and held it is
+//! part of its latency, and long background turns (the status view's
+//! consumers, relay rounds) are what they wait behind.
 
 use serde::Serialize;
 
-/// One of the writer's histograms over the sustained load.
+/// One histogram over the sustained load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TurnFigures {
-    /// Turns taken.
+    /// Observations: calls or turns.
     pub count: u64,
     /// Of those, how many took over 20 ms.
     pub over_20_ms: u64,
@@ -22,12 +24,18 @@ pub struct TurnFigures {
     pub p99_at_most_ms: f64,
 }
 
-/// Order's writer over the sustained load.
+/// Order over the sustained load.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WriterFigures {
+    /// PlaceOrder from request to response, as order's server saw it.
+    pub place_order_served: TurnFigures,
     /// How long the writes a caller waited for (PlaceOrder's, CancelOrder's)
-    /// waited for their turn.
+    /// waited for the writer's turn.
     pub request_wait: TurnFigures,
+    /// How long those writes held the writer.
+    pub request_held: TurnFigures,
+    /// How long background work waited for its turn.
+    pub background_wait: TurnFigures,
     /// How long background work held the writer.
     pub background_held: TurnFigures,
 }
@@ -35,20 +43,28 @@ pub struct WriterFigures {
 impl WriterFigures {
     /// The figures between two scrapes of order's `/metrics`.
     pub fn between(before: &str, after: &str) -> Self {
-        let turns = |family: &str, urgency: &str| figures(&buckets(before, family, urgency), &buckets(after, family, urgency));
+        let series = |family: &str, label: &str| figures(&buckets(before, family, label), &buckets(after, family, label));
+        let (wait, held) = ("foodmesh_db_writer_wait_seconds", "foodmesh_db_writer_held_seconds");
+        let (request, background) = ("urgency=\"request\"", "urgency=\"background\"");
         Self {
-            request_wait: turns("foodmesh_db_writer_wait_seconds", "request"),
-            background_held: turns("foodmesh_db_writer_held_seconds", "background"),
+            place_order_served: series("foodmesh_rpc_duration_seconds", PLACE_ORDER),
+            request_wait: series(wait, request),
+            request_held: series(held, request),
+            background_wait: series(wait, background),
+            background_held: series(held, background),
         }
     }
 }
 
-/// The cumulative buckets of `family` for `urgency`: (bound in seconds, count).
-fn buckets(text: &str, family: &str, urgency: &str) -> Vec<(f64, u64)> {
+/// PlaceOrder's series of the RPC histogram.
+const PLACE_ORDER: &str = "method=\"foodmesh.order.v1.OrderService/PlaceOrder\"";
+
+/// The cumulative buckets of `family` in the series with `label`: (bound in
+/// seconds, count).
+fn buckets(text: &str, family: &str, label: &str) -> Vec<(f64, u64)> {
     let prefix = format!("{family}_bucket{{");
-    let label = format!("urgency=\"{urgency}\"");
     text.lines()
-        .filter(|line| line.starts_with(&prefix) && line.contains(&label))
+        .filter(|line| line.starts_with(&prefix) && line.contains(label))
         .filter_map(|line| {
             let bound = line.split("le=\"").nth(1)?.split('"').next()?;
             let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
@@ -77,42 +93,51 @@ fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
 mod tests {
     use super::*;
 
-    fn scrape(request_wait: [u64; 4], background_held: [u64; 4]) -> String {
-        // Bounds 1 ms, 20 ms, 50 ms and +Inf; other families and urgencies around them.
+    /// A scrape with the writer's series (bounds 1 ms, 20 ms, 50 ms and
+    /// +Inf) and PlaceOrder's, between other series.
+    fn scrape(request_wait: [u64; 4], background_held: [u64; 4], place_order: [u64; 4]) -> String {
         let mut text = String::from("# TYPE foodmesh_db_writer_wait_seconds histogram\n");
-        for (family, urgency, counts) in [
-            ("foodmesh_db_writer_wait_seconds", "request", request_wait),
-            ("foodmesh_db_writer_wait_seconds", "background", [7, 7, 7, 7]),
-            ("foodmesh_db_writer_held_seconds", "background", background_held),
-            ("foodmesh_db_writer_held_seconds", "request", [9, 9, 9, 9]),
-        ] {
+        let series = [
+            ("foodmesh_db_writer_wait_seconds", "urgency=\"request\"", request_wait),
+            ("foodmesh_db_writer_wait_seconds", "urgency=\"background\"", [7, 7, 7, 7]),
+            ("foodmesh_db_writer_held_seconds", "urgency=\"background\"", background_held),
+            ("foodmesh_db_writer_held_seconds", "urgency=\"request\"", [9, 9, 9, 9]),
+            ("foodmesh_rpc_duration_seconds", "method=\"foodmesh.order.v1.OrderService/GetOrder\"", [5, 5, 5, 5]),
+            ("foodmesh_rpc_duration_seconds", PLACE_ORDER, place_order),
+        ];
+        for (family, label, counts) in series {
             for (bound, n) in ["0.001", "0.02", "0.05", "+Inf"].iter().zip(counts) {
-                text.push_str(&format!("{family}_bucket{{le=\"{bound}\",urgency=\"{urgency}\"}} {n}\n"));
+                text.push_str(&format!("{family}_bucket{{le=\"{bound}\",{label}}} {n}\n"));
             }
-            text.push_str(&format!("{family}_count{{urgency=\"{urgency}\"}} {}\n", counts[3]));
+            text.push_str(&format!("{family}_count{{{label}}} {}\n", counts[3]));
         }
         text
     }
 
     #[test]
     fn the_figures_are_those_of_the_load_alone() {
-        let before = scrape([10, 10, 10, 10], [2, 3, 3, 3]);
+        let before = scrape([10, 10, 10, 10], [2, 3, 3, 3], [0, 4, 4, 4]);
         // During the load: 1,000 request writes, 30 waited over 20 ms and 5
-        // of them over 50 ms; 100 background turns, 12 held over 20 ms.
-        let after = scrape([800, 980, 1_005, 1_010], [52, 91, 98, 103]);
+        // of them over 50 ms; 100 background turns, 12 held over 20 ms;
+        // 500 PlaceOrders, 40 over 20 ms and 2 over 50 ms.
+        let after = scrape([800, 980, 1_005, 1_010], [52, 91, 98, 103], [100, 464, 502, 504]);
         let figures = WriterFigures::between(&before, &after);
         assert_eq!(figures.request_wait, TurnFigures { count: 1_000, over_20_ms: 30, over_50_ms: 5, p99_at_most_ms: 50.0 });
         assert_eq!(
             figures.background_held,
             TurnFigures { count: 100, over_20_ms: 12, over_50_ms: 5, p99_at_most_ms: f64::INFINITY }
         );
+        assert_eq!(figures.place_order_served, TurnFigures { count: 500, over_20_ms: 40, over_50_ms: 2, p99_at_most_ms: 50.0 });
+        // The series that did not move.
+        assert_eq!(figures.request_held, TurnFigures::default());
+        assert_eq!(figures.background_wait, TurnFigures::default());
     }
 
     #[test]
     fn no_histogram_gives_zeros_not_a_failure() {
-        // PostgreSQL has no writer turns; an endpoint that did not answer is empty.
+        // An endpoint that did not answer gives nothing to read.
         let figures = WriterFigures::between("", "");
         assert_eq!(figures.request_wait, TurnFigures::default());
-        assert_eq!(figures.background_held.count, 0);
+        assert_eq!(figures.place_order_served.count, 0);
     }
 }
