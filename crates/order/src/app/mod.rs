@@ -3,7 +3,7 @@
 //! local watchers are told which order changed.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -697,45 +697,40 @@ impl OrderApp {
     /// Applies a batch of view updates from one consumer, in one transaction:
     /// one inbox statement, one read of every order concerned, one write per
     /// order that changed (however many of its events the batch holds).
+    ///
+    /// Each write checks the version read. On PostgreSQL a request (a
+    /// cancellation) or the other view consumer can change an order between
+    /// this read and this write; the orders are then read again within the
+    /// transaction and the batch applied to them, instead of failing the
+    /// whole batch into a redelivery. Facts already recorded are skipped, so
+    /// applying twice changes nothing.
     pub async fn apply_view_updates(&self, consumer: &str, updates: &[(String, ViewUpdate)]) -> Result<(), Error> {
         let mut tx = self.db.begin(Urgency::Background).await?;
         let event_ids: Vec<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
-        let mut fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
+        let fresh = inbox::first_deliveries(&mut tx, consumer, &event_ids).await?;
         let mut order_ids: Vec<&str> = updates.iter().filter(|(id, _)| fresh.contains(id)).map(|(_, u)| u.order_id()).collect();
         order_ids.sort_unstable();
         order_ids.dedup();
-        let mut orders: HashMap<String, (Order, i64)> = db::orders_by_ids(&mut tx, &order_ids)
-            .await?
-            .into_iter()
-            .map(|o| {
-                let read_version = o.version;
-                (o.id.to_string(), (o, read_version))
-            })
-            .collect();
-        let mut changed = Vec::new();
-        for (event_id, update) in updates {
-            // `remove`: a message delivered twice within one batch applies once.
-            if !fresh.remove(event_id) {
-                continue;
+        let mut changed: Vec<String> = Vec::new();
+        for _ in 0..2 {
+            let orders = db::orders_by_ids(&mut tx, &order_ids).await?;
+            let (written, all_saved) = record_updates(&mut tx, orders, &fresh, updates).await?;
+            for order_id in written {
+                if !changed.contains(&order_id) {
+                    changed.push(order_id);
+                }
             }
-            let Some((order, _)) = orders.get_mut(update.order_id()) else {
-                tracing::warn!(order_id = update.order_id(), "an event about an order this service does not have; ignored");
-                continue;
-            };
-            if order.record(update.fact()) && !changed.contains(&update.order_id()) {
-                changed.push(update.order_id());
+            if all_saved {
+                tx.commit().await?;
+                for order_id in changed {
+                    self.changed(&order_id);
+                }
+                return Ok(());
             }
         }
-        let writes: Vec<(&Order, i64)> = changed.iter().map(|id| (&orders[*id].0, orders[*id].1)).collect();
-        if db::update_orders(&mut tx, &writes).await?.len() != writes.len() {
-            // Another replica changed one of them since it was read: retry the batch.
-            return Err(Error::Conflict);
-        }
-        tx.commit().await?;
-        for order_id in changed {
-            self.changed(order_id);
-        }
-        Ok(())
+        // Changed under this transaction twice (replicas busy on the same
+        // orders): the batch is retried as a whole.
+        Err(Error::Conflict)
     }
 
     /// Applies catalog events: a newer version replaces a store's menu.
@@ -759,6 +754,44 @@ impl OrderApp {
         // No receiver is fine: nobody is watching.
         let _ = self.changes.send(order_id.to_owned());
     }
+}
+
+/// Records the facts of the `fresh` updates on `orders` and writes those
+/// that changed, each if still at the version read. Returns the ids of the
+/// orders written, and whether every one was (`false`: one had moved on
+/// since it was read).
+async fn record_updates(
+    tx: &mut WriteTx,
+    orders: Vec<Order>,
+    fresh: &HashSet<String>,
+    updates: &[(String, ViewUpdate)],
+) -> Result<(Vec<String>, bool), Error> {
+    let mut orders: HashMap<String, (Order, i64)> = orders
+        .into_iter()
+        .map(|o| {
+            let read_version = o.version;
+            (o.id.to_string(), (o, read_version))
+        })
+        .collect();
+    let mut applied = HashSet::new();
+    let mut changed: Vec<String> = Vec::new();
+    for (event_id, update) in updates {
+        // Once each: a message delivered twice within one batch applies once.
+        if !fresh.contains(event_id) || !applied.insert(event_id.as_str()) {
+            continue;
+        }
+        let Some((order, _)) = orders.get_mut(update.order_id()) else {
+            tracing::warn!(order_id = update.order_id(), "an event about an order this service does not have; ignored");
+            continue;
+        };
+        if order.record(update.fact()) && !changed.iter().any(|id| id == update.order_id()) {
+            changed.push(update.order_id().to_owned());
+        }
+    }
+    let writes: Vec<(&Order, i64)> = changed.iter().map(|id| (&orders[id].0, orders[id].1)).collect();
+    let saved = db::update_orders(tx, &writes).await?;
+    let all_saved = saved.len() == writes.len();
+    Ok((changed.into_iter().filter(|id| saved.contains(id)).collect(), all_saved))
 }
 
 /// Resolves when `order_id` may have changed: its own signal, or lost signals.
