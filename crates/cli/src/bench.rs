@@ -12,12 +12,12 @@
 //!   event on NATS, per 10-second window, to show it stays bounded, and that
 //!   every placed order reaches DELIVERED;
 //! - capacity: PlaceOrder in a closed loop at 32 in flight, the ceiling;
-//! - inside order during the sustained load, from its own histograms:
-//!   PlaceOrder as its server saw it and, on SQLite, the turns on its one
-//!   writer, waited for and held, by requests and by background work
-//!   ([`writer`]).
+//! - inside order during the sustained load, from its own histograms
+//!   (SQLite only): PlaceOrder as its server saw it, its stages, and the
+//!   turns on its one writer, waited for and held, by requests and by
+//!   background work ([`inside`]).
 
-mod writer;
+mod inside;
 
 use std::{
     collections::HashMap,
@@ -123,7 +123,7 @@ struct BenchReport {
     saga_lag_windows: Vec<LagWindow>,
     cpu: Vec<CpuShare>,
     /// Inside order; `None` on PostgreSQL.
-    order_writer: Option<writer::WriterFigures>,
+    inside_order: Option<inside::InsideOrder>,
     placed: usize,
     delivered: usize,
     drain_after_load_secs: f64,
@@ -150,7 +150,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
             .service_env
             .extend(databases.databases.iter().map(|(service, _, url)| (*service, "DATABASE_URL".to_owned(), url.clone())));
     }
-    // Order's metrics, for its writer's histograms (SQLite only). The gauges'
+    // Order's metrics, for its own histograms (SQLite only). The gauges'
     // sampler would add a count of every order every few seconds to what is
     // measured, so it is left to run once an hour.
     let metrics_port = match postgres {
@@ -272,8 +272,8 @@ async fn measure(
     while let Ok((order_id, at)) = placed_rx.try_recv() {
         tracker.placed(order_id, at);
     }
-    let order_writer = match (metrics_at_start, scrape().await) {
-        (Some(before), Some(after)) => Some(writer::WriterFigures::between(&before, &after)),
+    let inside_order = match (metrics_at_start, scrape().await) {
+        (Some(before), Some(after)) => Some(inside::InsideOrder::between(&before, &after)),
         _ => None,
     };
     let loaded: HashMap<&'static str, f64> = mesh
@@ -345,7 +345,7 @@ async fn measure(
             saga_lag_ms: Percentiles::of(&mut all),
             saga_lag_windows: windows,
             cpu,
-            order_writer,
+            inside_order,
             placed,
             delivered,
             drain_after_load_secs: drain,
@@ -413,15 +413,18 @@ fn print(r: &BenchReport) {
             c.process, c.cpu_ms_per_order, c.share_of_two_cores_pct
         );
     }
-    if let Some(w) = &r.order_writer {
+    if let Some(w) = &r.inside_order {
         println!("\n== inside order during the sustained load (its own histograms; each PlaceOrder writes twice) ==");
-        let line = |what: &str, t: &writer::TurnFigures| {
+        let line = |what: &str, t: &inside::TurnFigures| {
             println!(
                 "{what:<31} {:>7}, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
                 t.count, t.over_20_ms, t.over_50_ms, t.p99_at_most_ms
             );
         };
         line("PlaceOrder, served", &w.place_order_served);
+        line("  its attempt write", &w.attempt);
+        line("  its charge", &w.charge);
+        line("  its placement write", &w.placement);
         line("SQLite writer: requests waited", &w.request_wait);
         line("               requests held", &w.request_held);
         line("           background waited", &w.background_wait);

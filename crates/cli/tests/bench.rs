@@ -2,7 +2,7 @@
 //! SQLite files, or with `FOODMESH_TEST_BACKEND=postgres` the test
 //! PostgreSQL, where the bench makes its own databases and drops them.
 //! It checks that the report is whole (every placed order delivered, the
-//! database's CPU counted, order's writer read on SQLite), not the figures:
+//! database's CPU counted, order's own histograms read on SQLite), not the figures:
 //! those belong to the README.
 //!
 //! The service binaries must have been built next to `foodmesh`
@@ -90,14 +90,15 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
             .map(|row| row.get::<String, _>(0))
             .collect();
         assert!(left.is_empty(), "the bench left its databases: {left:?}");
-        assert!(report["order_writer"].is_null(), "PostgreSQL has no writer turns: {report}");
+        assert!(report["inside_order"].is_null(), "read on SQLite only: {report}");
     } else {
         assert!(printed.contains("fresh SQLite files"), "{printed}");
-        // Order's one writer, read from its metrics: the requests' writes
-        // and the status view's consumers took turns during the load.
-        let writer = &report["order_writer"];
-        assert!(writer["request_wait"]["count"].as_u64().is_some_and(|n| n > 0), "{writer}");
-        assert!(writer["background_held"]["count"].as_u64().is_some_and(|n| n > 0), "{writer}");
+        // Inside order, read from its metrics: its writer's turns and
+        // PlaceOrder's stages during the load (each placed order was charged).
+        let inside = &report["inside_order"];
+        assert!(inside["request_wait"]["count"].as_u64().is_some_and(|n| n > 0), "{inside}");
+        assert!(inside["background_held"]["count"].as_u64().is_some_and(|n| n > 0), "{inside}");
+        assert!(inside["charge"]["count"].as_u64().is_some_and(|n| n >= placed), "{inside}");
         assert!(printed.contains("inside order during the sustained load"), "{printed}");
     }
 }

@@ -1,8 +1,8 @@
 //! What Prometheus scrapes: order's and payment's `GET /metrics` after real
 //! traffic count each RPC by method and status with its latency, sample the
 //! outbox backlog, the consumers' lag, order's circuit breaker and its orders
-//! by status, time waited for SQLite's writer; and every metric the chart's alerts read is one the services
-//! export.
+//! by status, time PlaceOrder's stages and the waits for SQLite's writer;
+//! and every metric the chart's alerts read is one the services export.
 
 use foodmesh_e2e::{Mesh, MeshOptions, SAGA_TIMEOUT, place_request};
 use foodmesh_mesh::process::admin_get;
@@ -54,6 +54,11 @@ async fn services_export_rpc_outbox_consumer_breaker_and_order_metrics() {
     assert!(count >= 6.0, "{count}");
     let buckets = order.lines().filter(|l| l.starts_with("foodmesh_rpc_duration_seconds_bucket{") && l.contains(place)).count();
     assert_eq!(buckets, 15, "14 bounds and +Inf");
+    // PlaceOrder's stages: six attempts recorded and charged (one declined), five orders committed.
+    let stage = |name: &str| {
+        value(&order, &format!("foodmesh_stage_duration_seconds_count{{operation=\"PlaceOrder\",stage=\"{name}\"}}"))
+    };
+    assert_eq!((stage("attempt"), stage("charge"), stage("placement")), (Some(6.0), Some(6.0), Some(5.0)), "{order}");
     assert_eq!(value(&order, "foodmesh_circuit_breaker_state{dependency=\"payment\"}"), Some(0.0));
     for consumer in ["order-catalog", "order-view-store", "order-view-payment", "order-reconciler"] {
         assert!(value(&order, &format!("foodmesh_consumer_pending{{consumer=\"{consumer}\"}}")).is_some(), "{consumer}: {order}");

@@ -142,13 +142,16 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
     }
     let infra = Infra::connect(&common, "order").await?;
     let payment = Arc::new(GrpcPaymentGateway::new(&settings.payment.url, settings.payment.protection())?);
-    let app = Arc::new(OrderApp::new(
-        infra.db.clone(),
-        infra.outbox.clone(),
-        payment,
-        Timing { cancel_wait: settings.cancel.wait },
-        Faults { stop_after_charge: settings.faults.stop_after_charge },
-    ));
+    let app = Arc::new(
+        OrderApp::new(
+            infra.db.clone(),
+            infra.outbox.clone(),
+            payment,
+            Timing { cancel_wait: settings.cancel.wait },
+            Faults { stop_after_charge: settings.faults.stop_after_charge },
+        )
+        .with_stage_metrics(&infra.metrics),
+    );
     let stop = CancellationToken::new();
     let sampled = app.clone();
     infra.metrics.on_sample(move || {

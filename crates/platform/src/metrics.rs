@@ -13,6 +13,7 @@
 //! | `foodmesh_orders{status}` | orders in order's status view, by status |
 //! | `foodmesh_db_writer_wait_seconds{urgency}` | SQLite: time a write waited for the one writer (`request`: a caller waits; `background`) |
 //! | `foodmesh_db_writer_held_seconds{urgency}` | SQLite: time a write held the writer, so the others waited |
+//! | `foodmesh_stage_duration_seconds{operation,stage}` | the stages of an operation (order's PlaceOrder: `attempt`, `charge`, `placement`) |
 //!
 //! RPC figures are recorded as requests finish; the gauges are sampled every
 //! `metrics.sample_interval_ms` by one worker (a database count, JetStream's
@@ -71,6 +72,7 @@ struct Inner {
     circuit_breaker_state: Family<Labels, Gauge>,
     orders: Family<Labels, Gauge>,
     writer: WriterMetrics,
+    stage_duration: Family<Labels, Histogram>,
     samplers: Mutex<Vec<Sampler>>,
     listener: Mutex<Option<std::net::TcpListener>>,
     addr: Option<SocketAddr>,
@@ -183,6 +185,12 @@ impl Metrics {
         let writer_histograms =
             || Family::<Labels, Histogram>::new_with_constructor((|| Histogram::new(WRITER_BUCKETS)) as fn() -> Histogram);
         let writer = WriterMetrics { wait: writer_histograms(), held: writer_histograms() };
+        let stage_duration = Family::<Labels, Histogram>::new_with_constructor((|| Histogram::new(BUCKETS)) as fn() -> Histogram);
+        registry.register(
+            "stage_duration_seconds",
+            "Time spent in each stage of an operation, by operation and stage",
+            stage_duration.clone(),
+        );
         registry.register(
             "db_writer_wait_seconds",
             "SQLite: time a write waited for the one writer connection, by urgency (request or background)",
@@ -206,6 +214,7 @@ impl Metrics {
                 circuit_breaker_state,
                 orders,
                 writer,
+                stage_duration,
                 samplers: Mutex::new(Vec::new()),
                 listener: Mutex::new(listener),
                 addr,
@@ -239,6 +248,16 @@ impl Metrics {
         if self.is_served() && db.backend() == crate::db::Backend::Sqlite {
             db.observe_writer(Arc::new(self.inner.writer.series()));
         }
+    }
+
+    /// The timer of one stage of `operation` (nothing is recorded when these
+    /// metrics are not served).
+    pub fn stage(&self, operation: &str, stage: &str) -> StageTimer {
+        if !self.is_served() {
+            return StageTimer(None);
+        }
+        let labels = vec![("operation".to_owned(), operation.to_owned()), ("stage".to_owned(), stage.to_owned())];
+        StageTimer(Some(self.inner.stage_duration.get_or_create(&labels).clone()))
     }
 
     /// Counts one answered RPC.
@@ -356,6 +375,20 @@ fn respond(metrics: &Metrics, path: &str) -> hyper::Response<http_body_util::Ful
         response.headers_mut().insert(http::header::CONTENT_TYPE, value);
     }
     response
+}
+
+/// Records how long one stage of an operation took (see [`Metrics::stage`]);
+/// the series is looked up once, so recording builds no labels.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimer(Option<Histogram>);
+
+impl StageTimer {
+    /// Records the time since `started`.
+    pub fn since(&self, started: Instant) {
+        if let Some(histogram) = &self.0 {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// Records every RPC the server answers (a tower layer over the routes).

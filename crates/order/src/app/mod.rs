@@ -13,6 +13,7 @@ use foodmesh_platform::{
     db::{Database, Urgency, WriteTx},
     group_commit::GroupCommit,
     inbox,
+    metrics::{Metrics, StageTimer},
     money::Money,
     outbox::{self, OutboxSignal},
     paging::{self, Cursor, PageRequest},
@@ -267,6 +268,16 @@ pub struct OrderApp {
     faults: Faults,
     menus: Mutex<HashMap<String, (Instant, Option<Menu>)>>,
     writes: GroupCommit<PlacingWrite, PlacingWritten, Error>,
+    stages: PlaceStages,
+}
+
+/// Timers of PlaceOrder's stages, so an operator sees where its time goes:
+/// recording the attempt, the charge, committing the paid order.
+#[derive(Debug, Clone, Default)]
+struct PlaceStages {
+    attempt: StageTimer,
+    charge: StageTimer,
+    placement: StageTimer,
 }
 
 /// A write of PlaceOrder: its attempt, recorded before payment is asked, or
@@ -388,7 +399,15 @@ impl OrderApp {
                 async move { commit_placing(&db, &outbox, &changes, items).await }
             })
         };
-        Self { db, outbox, payment, changes, timing, faults, menus: Mutex::default(), writes }
+        Self { db, outbox, payment, changes, timing, faults, menus: Mutex::default(), writes, stages: PlaceStages::default() }
+    }
+
+    /// Records PlaceOrder's stages in `metrics`
+    /// (`foodmesh_stage_duration_seconds{operation="PlaceOrder"}`).
+    pub fn with_stage_metrics(mut self, metrics: &Metrics) -> Self {
+        let stage = |name| metrics.stage("PlaceOrder", name);
+        self.stages = PlaceStages { attempt: stage("attempt"), charge: stage("charge"), placement: stage("placement") };
+        self
     }
 
     /// Records a new attempt; `false` when one with its customer and request
@@ -457,7 +476,10 @@ impl OrderApp {
                 };
                 let new =
                     NewAttempt { attempt, customer_id: request.customer_id.clone(), request_id: request.request_id.clone() };
-                if self.record_attempt(new.clone()).await? {
+                let started = Instant::now();
+                let recorded = self.record_attempt(new.clone()).await;
+                self.stages.attempt.since(started);
+                if recorded? {
                     new.attempt
                 } else {
                     // A repeat of this request (or a concurrent one): its record decides.
@@ -494,12 +516,20 @@ impl OrderApp {
             credentials,
             deadline,
         };
-        match self.payment.charge(charge).await {
+        let started = Instant::now();
+        let charged = self.payment.charge(charge).await;
+        self.stages.charge.since(started);
+        match charged {
             Ok(ChargeOutcome::Captured { .. }) if self.faults.stop_after_charge => {
                 tracing::error!(order_id = %order_id, "fault stop_after_charge: the order is not committed");
                 Err(Error::PaymentUnavailable { retry_after: None })
             }
-            Ok(ChargeOutcome::Captured { payment_id }) => self.commit_placed(attempt, &request.customer_id, &payment_id).await,
+            Ok(ChargeOutcome::Captured { payment_id }) => {
+                let started = Instant::now();
+                let placed = self.commit_placed(attempt, &request.customer_id, &payment_id).await;
+                self.stages.placement.since(started);
+                placed
+            }
             Ok(ChargeOutcome::Declined { reason }) => {
                 db::settle_attempt(&mut *self.db.write(Urgency::Request).await?, &order_id, AttemptState::Declined, "", &reason)
                     .await?;

@@ -1,8 +1,9 @@
 //! Inside order during the sustained load, read from the histograms order
 //! exports (see `platform::metrics`) before and after it: PlaceOrder as
 //! order's server saw it (`foodmesh_rpc_duration_seconds`), which tells a
-//! tail inside order from one in the load generator or on the way; and its
-//! SQLite writer (`foodmesh_db_writer_wait_seconds`,
+//! tail inside order from one in the load generator or on the way; its
+//! stages (`foodmesh_stage_duration_seconds`: recording the attempt, the
+//! charge, committing the paid order); and its SQLite writer (`foodmesh_db_writer_wait_seconds`,
 //! `foodmesh_db_writer_held_seconds`). A PlaceOrder writes twice through that
 //! one writer, so the time its writes waited for their turn and held it is
 //! part of its latency, and long background turns (the status view's
@@ -26,9 +27,16 @@ pub struct TurnFigures {
 
 /// Order over the sustained load.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WriterFigures {
+pub struct InsideOrder {
     /// PlaceOrder from request to response, as order's server saw it.
     pub place_order_served: TurnFigures,
+    /// Its stages: recording the attempt (a group-commit round), the charge
+    /// (payment, over gRPC), committing the paid order (another round).
+    pub attempt: TurnFigures,
+    /// See `attempt`.
+    pub charge: TurnFigures,
+    /// See `attempt`.
+    pub placement: TurnFigures,
     /// How long the writes a caller waited for (PlaceOrder's, CancelOrder's)
     /// waited for the writer's turn.
     pub request_wait: TurnFigures,
@@ -40,7 +48,7 @@ pub struct WriterFigures {
     pub background_held: TurnFigures,
 }
 
-impl WriterFigures {
+impl InsideOrder {
     /// The figures between two scrapes of order's `/metrics`.
     pub fn between(before: &str, after: &str) -> Self {
         let series = |family: &str, label: &str| figures(&buckets(before, family, label), &buckets(after, family, label));
@@ -48,6 +56,9 @@ impl WriterFigures {
         let (request, background) = ("urgency=\"request\"", "urgency=\"background\"");
         Self {
             place_order_served: series("foodmesh_rpc_duration_seconds", PLACE_ORDER),
+            attempt: series(STAGES, "stage=\"attempt\""),
+            charge: series(STAGES, "stage=\"charge\""),
+            placement: series(STAGES, "stage=\"placement\""),
             request_wait: series(wait, request),
             request_held: series(held, request),
             background_wait: series(wait, background),
@@ -58,6 +69,9 @@ impl WriterFigures {
 
 /// PlaceOrder's series of the RPC histogram.
 const PLACE_ORDER: &str = "method=\"foodmesh.order.v1.OrderService/PlaceOrder\"";
+
+/// The stages' histogram (order times PlaceOrder's only).
+const STAGES: &str = "foodmesh_stage_duration_seconds";
 
 /// The cumulative buckets of `family` in the series with `label`: (bound in
 /// seconds, count).
@@ -104,6 +118,7 @@ mod tests {
             ("foodmesh_db_writer_held_seconds", "urgency=\"request\"", [9, 9, 9, 9]),
             ("foodmesh_rpc_duration_seconds", "method=\"foodmesh.order.v1.OrderService/GetOrder\"", [5, 5, 5, 5]),
             ("foodmesh_rpc_duration_seconds", PLACE_ORDER, place_order),
+            (STAGES, "operation=\"PlaceOrder\",stage=\"charge\"", place_order),
         ];
         for (family, label, counts) in series {
             for (bound, n) in ["0.001", "0.02", "0.05", "+Inf"].iter().zip(counts) {
@@ -121,13 +136,15 @@ mod tests {
         // of them over 50 ms; 100 background turns, 12 held over 20 ms;
         // 500 PlaceOrders, 40 over 20 ms and 2 over 50 ms.
         let after = scrape([800, 980, 1_005, 1_010], [52, 91, 98, 103], [100, 464, 502, 504]);
-        let figures = WriterFigures::between(&before, &after);
+        let figures = InsideOrder::between(&before, &after);
         assert_eq!(figures.request_wait, TurnFigures { count: 1_000, over_20_ms: 30, over_50_ms: 5, p99_at_most_ms: 50.0 });
         assert_eq!(
             figures.background_held,
             TurnFigures { count: 100, over_20_ms: 12, over_50_ms: 5, p99_at_most_ms: f64::INFINITY }
         );
         assert_eq!(figures.place_order_served, TurnFigures { count: 500, over_20_ms: 40, over_50_ms: 2, p99_at_most_ms: 50.0 });
+        assert_eq!(figures.charge, figures.place_order_served, "the stage read by its label");
+        assert_eq!(figures.attempt, TurnFigures::default(), "a stage with no series");
         // The series that did not move.
         assert_eq!(figures.request_held, TurnFigures::default());
         assert_eq!(figures.background_wait, TurnFigures::default());
@@ -136,7 +153,7 @@ mod tests {
     #[test]
     fn no_histogram_gives_zeros_not_a_failure() {
         // An endpoint that did not answer gives nothing to read.
-        let figures = WriterFigures::between("", "");
+        let figures = InsideOrder::between("", "");
         assert_eq!(figures.request_wait, TurnFigures::default());
         assert_eq!(figures.place_order_served.count, 0);
     }
