@@ -417,8 +417,8 @@ fn print(r: &BenchReport) {
         println!("\n== inside order during the sustained load (its own histograms; each PlaceOrder writes twice) ==");
         let line = |what: &str, t: &inside::TurnFigures| {
             println!(
-                "{what:<31} {:>7}, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
-                t.count, t.over_20_ms, t.over_50_ms, t.p99_at_most_ms
+                "{what:<31} {:>7}, mean {:>5.1} ms, {:>5} over 20 ms, {:>5} over 50 ms, p99 <= {} ms",
+                t.count, t.mean_ms, t.over_20_ms, t.over_50_ms, t.p99_at_most_ms
             );
         };
         line("PlaceOrder, served", &w.place_order_served);

@@ -16,6 +16,8 @@ use serde::Serialize;
 pub struct TurnFigures {
     /// Observations: calls or turns.
     pub count: u64,
+    /// Their mean, in milliseconds.
+    pub mean_ms: f64,
     /// Of those, how many took over 20 ms.
     pub over_20_ms: u64,
     /// Of those, how many took over 50 ms.
@@ -51,7 +53,14 @@ pub struct InsideOrder {
 impl InsideOrder {
     /// The figures between two scrapes of order's `/metrics`.
     pub fn between(before: &str, after: &str) -> Self {
-        let series = |family: &str, label: &str| figures(&buckets(before, family, label), &buckets(after, family, label));
+        let series = |family: &str, label: &str| {
+            let mut figures = figures(&buckets(before, family, label), &buckets(after, family, label));
+            let total = sum(after, family, label) - sum(before, family, label);
+            if figures.count > 0 {
+                figures.mean_ms = total * 1000.0 / figures.count as f64;
+            }
+            figures
+        };
         let (wait, held) = ("foodmesh_db_writer_wait_seconds", "foodmesh_db_writer_held_seconds");
         let (request, background) = ("urgency=\"request\"", "urgency=\"background\"");
         Self {
@@ -88,6 +97,15 @@ fn buckets(text: &str, family: &str, label: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
+/// The `_sum` of `family` in the series with `label`, in seconds (0 if absent).
+fn sum(text: &str, family: &str, label: &str) -> f64 {
+    let prefix = format!("{family}_sum{{");
+    text.lines()
+        .find(|line| line.starts_with(&prefix) && line.contains(label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
     // Counts are cumulative and only grow: the run's are the differences.
     let during: Vec<(f64, u64)> = after
@@ -100,7 +118,7 @@ fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
     let count = during.iter().find(|(b, _)| b.is_infinite()).map_or(0, |(_, n)| *n);
     let over = |seconds: f64| count - during.iter().find(|(b, _)| *b == seconds).map_or(count, |(_, n)| *n);
     let p99 = during.iter().find(|(_, n)| count > 0 && *n as f64 >= 0.99 * count as f64).map_or(0.0, |(bound, _)| bound * 1000.0);
-    TurnFigures { count, over_20_ms: over(0.02), over_50_ms: over(0.05), p99_at_most_ms: p99 }
+    TurnFigures { count, mean_ms: 0.0, over_20_ms: over(0.02), over_50_ms: over(0.05), p99_at_most_ms: p99 }
 }
 
 #[cfg(test)]
@@ -124,6 +142,8 @@ mod tests {
             for (bound, n) in ["0.001", "0.02", "0.05", "+Inf"].iter().zip(counts) {
                 text.push_str(&format!("{family}_bucket{{le=\"{bound}\",{label}}} {n}\n"));
             }
+            // Each observation 10 ms.
+            text.push_str(&format!("{family}_sum{{{label}}} {}\n", counts[3] as f64 * 0.01));
             text.push_str(&format!("{family}_count{{{label}}} {}\n", counts[3]));
         }
         text
@@ -137,12 +157,18 @@ mod tests {
         // 500 PlaceOrders, 40 over 20 ms and 2 over 50 ms.
         let after = scrape([800, 980, 1_005, 1_010], [52, 91, 98, 103], [100, 464, 502, 504]);
         let figures = InsideOrder::between(&before, &after);
-        assert_eq!(figures.request_wait, TurnFigures { count: 1_000, over_20_ms: 30, over_50_ms: 5, p99_at_most_ms: 50.0 });
+        assert_eq!(
+            figures.request_wait,
+            TurnFigures { count: 1_000, mean_ms: 10.0, over_20_ms: 30, over_50_ms: 5, p99_at_most_ms: 50.0 }
+        );
         assert_eq!(
             figures.background_held,
-            TurnFigures { count: 100, over_20_ms: 12, over_50_ms: 5, p99_at_most_ms: f64::INFINITY }
+            TurnFigures { count: 100, mean_ms: 10.0, over_20_ms: 12, over_50_ms: 5, p99_at_most_ms: f64::INFINITY }
         );
-        assert_eq!(figures.place_order_served, TurnFigures { count: 500, over_20_ms: 40, over_50_ms: 2, p99_at_most_ms: 50.0 });
+        assert_eq!(
+            figures.place_order_served,
+            TurnFigures { count: 500, mean_ms: 10.0, over_20_ms: 40, over_50_ms: 2, p99_at_most_ms: 50.0 }
+        );
         assert_eq!(figures.charge, figures.place_order_served, "the stage read by its label");
         assert_eq!(figures.attempt, TurnFigures::default(), "a stage with no series");
         // The series that did not move.
