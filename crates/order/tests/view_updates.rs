@@ -49,6 +49,17 @@ async fn database(storage: &TestDatabases) -> Database {
     db
 }
 
+/// Order's use cases over `db`, with no payment behind them.
+fn order_app(db: &Database) -> OrderApp {
+    OrderApp::new(
+        db.clone(),
+        OutboxSignal::default(),
+        Arc::new(NoPayment),
+        Timing { cancel_wait: Duration::from_millis(100) },
+        Faults::default(),
+    )
+}
+
 /// A paid order, as PlaceOrder commits it.
 async fn placed_order(db: &Database) -> Order {
     let won = |minor| Money::new(Currency::KRW, minor).expect("money");
@@ -76,13 +87,7 @@ async fn placed_order(db: &Database) -> Order {
 async fn a_cancellation_written_while_a_view_batch_is_in_flight_is_kept_with_the_batch() {
     let storage = TestDatabases::new(backend_from_env());
     let db = database(&storage).await;
-    let app = Arc::new(OrderApp::new(
-        db.clone(),
-        OutboxSignal::default(),
-        Arc::new(NoPayment),
-        Timing { cancel_wait: Duration::from_millis(100) },
-        Faults::default(),
-    ));
+    let app = Arc::new(order_app(&db));
     let order = placed_order(&db).await;
     let order_id = order.id.to_string();
 
@@ -134,13 +139,7 @@ async fn a_cancellation_written_while_a_view_batch_is_in_flight_is_kept_with_the
 async fn a_batch_applied_twice_changes_the_order_once() {
     let storage = TestDatabases::new(backend_from_env());
     let db = database(&storage).await;
-    let app = OrderApp::new(
-        db.clone(),
-        OutboxSignal::default(),
-        Arc::new(NoPayment),
-        Timing { cancel_wait: Duration::from_millis(100) },
-        Faults::default(),
-    );
+    let app = order_app(&db);
     let order = placed_order(&db).await;
     let order_id = order.id.to_string();
     let update = |event: &str, status, version| {
