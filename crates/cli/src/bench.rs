@@ -35,7 +35,7 @@ use sqlx::{AssertSqlSafe, Executor as _};
 use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles},
-    local::{LocalMesh, LocalOptions, cpu_time, rss_bytes, service_names},
+    local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
 };
 
 /// What to measure.
@@ -101,6 +101,10 @@ struct CpuShare {
     process: String,
     cpu_ms_per_order: f64,
     share_of_two_cores_pct: f64,
+    /// How long its threads were ready to run but waited for a core, per
+    /// placed order (`None` where the kernel does not say, and for
+    /// PostgreSQL's processes).
+    waited_for_core_ms_per_order: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,6 +242,9 @@ async fn measure(
         .chain([("load generator".to_owned(), Some(std::process::id()))])
         .collect();
     let cpu_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
+    // The time ready to run but without a core: where the two cores are
+    // short, this is what a request's latency is made of.
+    let wait_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(core_wait)).collect();
     let metrics_at_start = scrape().await;
     // On PostgreSQL the statements run in the server's processes: its
     // backends hold the services' pooled connections for the whole run.
@@ -295,15 +302,21 @@ async fn measure(
     }
     let busy = started.elapsed();
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
-    let share = |process: String, used: Duration| CpuShare {
+    let per_order = |d: Duration| d.as_secs_f64() * 1000.0 / placed.max(1) as f64;
+    let share = |process: String, used: Duration, waited: Option<Duration>| CpuShare {
         process,
-        cpu_ms_per_order: used.as_secs_f64() * 1000.0 / placed.max(1) as f64,
+        cpu_ms_per_order: per_order(used),
         share_of_two_cores_pct: used.as_secs_f64() * 100.0 / (2.0 * busy.as_secs_f64()),
+        waited_for_core_ms_per_order: waited.map(per_order),
     };
     let mut cpu: Vec<CpuShare> = pids
         .iter()
-        .zip(cpu_at_start)
-        .filter_map(|((name, pid), before)| Some(share(name.clone(), pid.and_then(cpu_time)?.checked_sub(before?)?)))
+        .zip(cpu_at_start.into_iter().zip(wait_at_start))
+        .filter_map(|((name, pid), (before, waited_before))| {
+            let pid = (*pid)?;
+            let waited = core_wait(pid).zip(waited_before).and_then(|(now, then)| now.checked_sub(then));
+            Some(share(name.clone(), cpu_time(pid)?.checked_sub(before?)?, waited))
+        })
         .collect();
     if let Some(before) = postgres_at_start {
         // Processes that started during the run count from zero; those that
@@ -312,7 +325,7 @@ async fn measure(
             .into_iter()
             .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or_default()))
             .sum();
-        cpu.push(share("postgres".to_owned(), used));
+        cpu.push(share("postgres".to_owned(), used, None));
     }
     let delivered = lags.len();
     let drain = if delivered >= placed { load_end.elapsed().as_secs_f64() } else { f64::NAN };
@@ -408,8 +421,9 @@ fn print(r: &BenchReport) {
     }
     println!("\n== CPU during the sustained run, load start to last delivery ==");
     for c in &r.cpu {
+        let waited = c.waited_for_core_ms_per_order.map_or_else(String::new, |ms| format!("  waited {ms:>5.2} ms for a core"));
         println!(
-            "{:<15} {:>6.2} ms per order  {:>5.1} % of the two cores",
+            "{:<15} {:>6.2} ms per order  {:>5.1} % of the two cores{waited}",
             c.process, c.cpu_ms_per_order, c.share_of_two_cores_pct
         );
     }

@@ -554,10 +554,68 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// How long the threads of a process have been ready to run but waiting for
+/// a core, summed over its threads' `/proc/<pid>/task/<tid>/schedstat`
+/// (Linux with scheduler statistics; `None` elsewhere). Threads that have
+/// ended are not counted, so take it over a span in which they live on.
+pub fn core_wait(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let waits: Vec<u64> = tasks
+        .flatten()
+        .filter_map(|task| schedstat_wait_ns(&std::fs::read_to_string(task.path().join("schedstat")).ok()?))
+        .collect();
+    (!waits.is_empty()).then(|| Duration::from_nanos(waits.iter().sum()))
+}
+
+/// The second of schedstat's three figures: nanoseconds spent runnable on a
+/// run queue (the first is time on a core, the third the slices run).
+fn schedstat_wait_ns(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The resident memory of a process, from `/proc` (Linux).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_is_schedstats_second_figure() {
+        assert_eq!(schedstat_wait_ns("3301042102 4601981116 157013\n"), Some(4_601_981_116));
+        assert_eq!(schedstat_wait_ns("3301042102"), None);
+        assert_eq!(schedstat_wait_ns(""), None);
+    }
+
+    #[test]
+    fn a_busy_process_has_waited_for_a_core() {
+        // Threads that each want a core for a while, more of them than this
+        // machine has: some must queue, so the sum of waits grows.
+        let before = core_wait(std::process::id());
+        if before.is_none() {
+            eprintln!("no scheduler statistics on this kernel: nothing to check");
+            return;
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let spinners: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let until = Instant::now() + Duration::from_millis(200);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    // Read while this thread still lives: ended threads are not counted.
+                    core_wait(std::process::id())
+                })
+            })
+            .collect();
+        let after: Vec<Duration> = spinners.into_iter().filter_map(|t| t.join().expect("spinner")).collect();
+        let most = after.into_iter().max().expect("a reading");
+        assert!(most > before.unwrap_or_default(), "no wait counted: {before:?} then {most:?}");
+    }
 }

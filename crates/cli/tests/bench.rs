@@ -77,6 +77,18 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         assert!(processes.contains(&process), "no CPU counted for {process}: {processes:?}");
     }
     assert_eq!(processes.contains(&"postgres"), admin_url.is_some(), "{processes:?}");
+    // Where the kernel keeps scheduler statistics, each of our processes says
+    // how long its threads waited for a core; PostgreSQL's are not read.
+    if std::path::Path::new("/proc/self/schedstat").exists() {
+        for share in report["cpu"].as_array().expect("cpu") {
+            let waited = &share["waited_for_core_ms_per_order"];
+            match share["process"].as_str() {
+                Some("postgres") => assert!(waited.is_null(), "{share}"),
+                _ => assert!(waited.as_f64().is_some_and(|ms| ms >= 0.0), "{share}"),
+            }
+        }
+        assert!(printed.contains("ms for a core"), "{printed}");
+    }
 
     if let Some(url) = admin_url {
         assert!(printed.contains("fresh PostgreSQL databases"), "{printed}");
