@@ -77,6 +77,21 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         assert!(processes.contains(&process), "no CPU counted for {process}: {processes:?}");
     }
     assert_eq!(processes.contains(&"postgres"), admin_url.is_some(), "{processes:?}");
+    // The run is checked against the product's floors; at 40/s the rate's
+    // and the p99's cannot be met, and every order delivered must show.
+    let floors = report["floors"].as_array().expect("floors");
+    assert_eq!(floors.len(), 5, "{floors:?}");
+    let met = |what: &str| {
+        floors.iter().find(|f| f["what"] == what).and_then(|f| f["met"].as_bool()).unwrap_or_else(|| panic!("{what}: {floors:?}"))
+    };
+    assert!(!met("sustained PlaceOrder, every order delivered"), "{floors:?}");
+    assert!(!met("PlaceOrder p99 at 32 in flight"), "{floors:?}");
+    let sustained = floors.iter().find(|f| f["what"] == "sustained PlaceOrder, every order delivered").expect("sustained");
+    assert!(
+        sustained["measured"].as_str().is_some_and(|m| m.contains(&format!("{placed} of {placed} delivered"))),
+        "{sustained}"
+    );
+    assert!(printed.contains("against the product's floors") && printed.contains("NOT MET"), "{printed}");
     // Where the kernel keeps scheduler statistics, each of our processes says
     // how long its threads waited for a core; PostgreSQL's are not read.
     if std::path::Path::new("/proc/self/schedstat").exists() {
