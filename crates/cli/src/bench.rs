@@ -140,7 +140,7 @@ struct BenchReport {
 #[derive(Debug, Serialize, PartialEq)]
 struct Floor {
     what: &'static str,
-    target: &'static str,
+    target: String,
     measured: String,
     met: bool,
 }
@@ -172,7 +172,7 @@ fn floors(r: &BenchReport, offered_rate: f64, in_flight: usize) -> Vec<Floor> {
     vec![
         Floor {
             what: "sustained PlaceOrder, every order delivered",
-            target: ">= 500 placed/s, none failed, all delivered",
+            target: format!(">= {FLOOR_RATE} placed/s, none failed, all delivered"),
             measured: format!(
                 "{:.1} placed/s of {offered_rate}/s offered, {} failed, {} of {} delivered",
                 r.load.rate,
@@ -184,25 +184,25 @@ fn floors(r: &BenchReport, offered_rate: f64, in_flight: usize) -> Vec<Floor> {
         },
         Floor {
             what: "saga lag bounded, not growing",
-            target: "no 10 s window's p50 over 1.5 x the first's",
+            target: format!("no 10 s window's p50 over {LAG_GROWTH} x the first's"),
             measured: format!("p50 per window {first_lag:.0} ms first, {worst_lag:.0} ms highest"),
             met: lag_flat && every_order,
         },
         Floor {
             what: "PlaceOrder p99 at 32 in flight",
-            target: "<= 50 ms",
+            target: format!("<= {FLOOR_P99_MS} ms"),
             measured: format!("{p99:.1} ms at {in_flight} in flight, {offered_rate}/s"),
             met: at_rate && in_flight >= FLOOR_IN_FLIGHT && p99 <= FLOOR_P99_MS,
         },
         Floor {
             what: "idle RSS, each service",
-            target: "<= 30 MiB",
+            target: format!("<= {FLOOR_IDLE_RSS_MIB} MiB"),
             measured: format!("{rss:.1} MiB at most"),
             met: !r.services.is_empty() && rss <= FLOOR_IDLE_RSS_MIB,
         },
         Floor {
             what: "start to SERVING, each service",
-            target: "<= 500 ms",
+            target: format!("<= {FLOOR_SERVING_MS} ms"),
             measured: format!("{serving} ms at most"),
             met: !r.services.is_empty() && serving <= FLOOR_SERVING_MS,
         },
@@ -318,10 +318,10 @@ async fn measure(
         .map(|p| (p.name.to_owned(), p.child.id()))
         .chain([("load generator".to_owned(), Some(std::process::id()))])
         .collect();
-    let cpu_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(cpu_time)).collect();
-    // The time ready to run but without a core: where the two cores are
-    // short, this is what a request's latency is made of.
-    let wait_at_start: Vec<Option<Duration>> = pids.iter().map(|(_, pid)| pid.and_then(core_wait)).collect();
+    // CPU time, and the time ready to run but without a core: where the two
+    // cores are short, the second is what a request's latency is made of.
+    let at_start: Vec<(Option<Duration>, Option<Duration>)> =
+        pids.iter().map(|(_, pid)| (pid.and_then(cpu_time), pid.and_then(core_wait))).collect();
     let metrics_at_start = scrape().await;
     // On PostgreSQL the statements run in the server's processes: its
     // backends hold the services' pooled connections for the whole run.
@@ -388,7 +388,7 @@ async fn measure(
     };
     let mut cpu: Vec<CpuShare> = pids
         .iter()
-        .zip(cpu_at_start.into_iter().zip(wait_at_start))
+        .zip(at_start)
         .filter_map(|((name, pid), (before, waited_before))| {
             let pid = (*pid)?;
             let waited = core_wait(pid).zip(waited_before).and_then(|(now, then)| now.checked_sub(then));
