@@ -54,12 +54,8 @@ impl InsideOrder {
     /// The figures between two scrapes of order's `/metrics`.
     pub fn between(before: &str, after: &str) -> Self {
         let series = |family: &str, label: &str| {
-            let mut figures = figures(&buckets(before, family, label), &buckets(after, family, label));
-            let total = sum(after, family, label) - sum(before, family, label);
-            if figures.count > 0 {
-                figures.mean_ms = total * 1000.0 / figures.count as f64;
-            }
-            figures
+            let seconds = sum(after, family, label) - sum(before, family, label);
+            figures(&buckets(before, family, label), &buckets(after, family, label), seconds)
         };
         let (wait, held) = ("foodmesh_db_writer_wait_seconds", "foodmesh_db_writer_held_seconds");
         let (request, background) = ("urgency=\"request\"", "urgency=\"background\"");
@@ -106,7 +102,9 @@ fn sum(text: &str, family: &str, label: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
+/// The figures of the observations between `before` and `after`, which
+/// took `seconds` together.
+fn figures(before: &[(f64, u64)], after: &[(f64, u64)], seconds: f64) -> TurnFigures {
     // Counts are cumulative and only grow: the run's are the differences.
     let during: Vec<(f64, u64)> = after
         .iter()
@@ -118,7 +116,8 @@ fn figures(before: &[(f64, u64)], after: &[(f64, u64)]) -> TurnFigures {
     let count = during.iter().find(|(b, _)| b.is_infinite()).map_or(0, |(_, n)| *n);
     let over = |seconds: f64| count - during.iter().find(|(b, _)| *b == seconds).map_or(count, |(_, n)| *n);
     let p99 = during.iter().find(|(_, n)| count > 0 && *n as f64 >= 0.99 * count as f64).map_or(0.0, |(bound, _)| bound * 1000.0);
-    TurnFigures { count, mean_ms: 0.0, over_20_ms: over(0.02), over_50_ms: over(0.05), p99_at_most_ms: p99 }
+    let mean_ms = if count > 0 { seconds * 1000.0 / count as f64 } else { 0.0 };
+    TurnFigures { count, mean_ms, over_20_ms: over(0.02), over_50_ms: over(0.05), p99_at_most_ms: p99 }
 }
 
 #[cfg(test)]
