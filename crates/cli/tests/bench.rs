@@ -81,12 +81,11 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
     // and the p99's cannot be met, and every order delivered must show.
     let floors = report["floors"].as_array().expect("floors");
     assert_eq!(floors.len(), 5, "{floors:?}");
-    let met = |what: &str| {
-        floors.iter().find(|f| f["what"] == what).and_then(|f| f["met"].as_bool()).unwrap_or_else(|| panic!("{what}: {floors:?}"))
-    };
+    let floor = |what: &str| floors.iter().find(|f| f["what"] == what).unwrap_or_else(|| panic!("{what}: {floors:?}"));
+    let met = |what: &str| floor(what)["met"].as_bool().unwrap_or_else(|| panic!("{what}: {floors:?}"));
     assert!(!met("sustained PlaceOrder, every order delivered"), "{floors:?}");
     assert!(!met("PlaceOrder p99 at 32 in flight"), "{floors:?}");
-    let sustained = floors.iter().find(|f| f["what"] == "sustained PlaceOrder, every order delivered").expect("sustained");
+    let sustained = floor("sustained PlaceOrder, every order delivered");
     assert!(
         sustained["measured"].as_str().is_some_and(|m| m.contains(&format!("{placed} of {placed} delivered"))),
         "{sustained}"
