@@ -285,8 +285,8 @@ fn spawn_service(
 /// against 89 ms to 8.8 s in eight at 0, but in five of the six the saga lag
 /// grew during the run (the background starved); at 5 the p99 was within
 /// the noise of 0. On a faster day (2026-11-28), 19 cut the full
-/// benchmark's p99 from 135.9 ms to 53.7 and 57.1 ms, still above the 50 ms
-/// floor, and one of those two runs broke the lag floor instead.
+/// benchmark's p99 from 110-136 ms to 53.7-57.1 ms in three runs, still
+/// above the 50 ms floor, and two of the three broke the lag floor instead.
 /// The benchmark's floors ask for both, so the trade is left to the user.
 pub const DEFAULT_BACKGROUND_NICE: u8 = 0;
 
