@@ -166,13 +166,13 @@ async fn sent_rows_are_kept_for_the_retention_and_a_refed_row_is_not_published_t
     let old = foodmesh_platform::time::Timestamp::now().as_micros() - 8 * 24 * 3600 * 1_000_000;
     sqlx::query("UPDATE outbox SET sent_at = $1 WHERE event_id IN ('evt-0', 'evt-1', 'evt-2', 'evt-3', 'evt-4')")
         .bind(old)
-        .execute(s.db.writer())
+        .execute(&mut *s.db.write(foodmesh_platform::db::Urgency::Background).await.expect("writer"))
         .await
         .expect("age rows");
     commit(&s.db, 10, 1).await;
     sqlx::query("UPDATE outbox SET created_at = $1 WHERE event_id = 'evt-10'")
         .bind(old)
-        .execute(s.db.writer())
+        .execute(&mut *s.db.write(foodmesh_platform::db::Urgency::Background).await.expect("writer"))
         .await
         .expect("age");
 
@@ -182,7 +182,10 @@ async fn sent_rows_are_kept_for_the_retention_and_a_refed_row_is_not_published_t
 
     // Re-feed the kept rows (an operator resets sent_at, or a crash lost the
     // marks): JetStream's duplicate window drops the second copies.
-    sqlx::query("UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL").execute(s.db.writer()).await.expect("re-feed");
+    sqlx::query("UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL")
+        .execute(&mut *s.db.write(foodmesh_platform::db::Urgency::Background).await.expect("writer"))
+        .await
+        .expect("re-feed");
     assert_eq!(publish_all(&s.relay).await, 5, "the five re-fed rows were duplicates");
     assert_eq!(stream_bodies(&s.nats).await, (0..11).collect::<Vec<_>>(), "each event once in the stream");
     let dropped = count(&s.db, "SELECT value FROM counters WHERE name = 'outbox.duplicates'").await;

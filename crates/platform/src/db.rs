@@ -21,11 +21,14 @@ use std::{
 
 use serde::Deserialize;
 use sqlx::{
-    Any, AnyConnection, AnyPool, Executor, Transaction,
+    Any, AnyConnection, AnyPool, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::{MigrateError, Migrator},
     pool::PoolConnection,
 };
+// sqlx does not re-export the trait its `Transaction` is built on; the
+// writer needs it to keep its connection across turns (see `Writer`).
+use sqlx_core::transaction::TransactionManager;
 // Tokio's clock, which a test can pause and advance.
 use tokio::{sync::oneshot, time::Instant};
 
@@ -148,6 +151,8 @@ pub trait WriterObserver: Send + Sync + std::fmt::Debug {
 struct Turns {
     state: Mutex<TurnState>,
     observer: std::sync::OnceLock<Arc<dyn WriterObserver>>,
+    /// The writer connection between turns, passed on by the last (see [`Writer`]).
+    parked: Mutex<Option<PoolConnection<Any>>>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +189,11 @@ impl Drop for Turn {
 }
 
 impl Turns {
+    fn parked(&self) -> std::sync::MutexGuard<'_, Option<PoolConnection<Any>>> {
+        // Only the holder of the turn touches it, a take or a put at a time.
+        self.parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, TurnState> {
         // The state is a flag and two queues, consistent after every
         // statement: a panic elsewhere cannot leave it half-changed.
@@ -244,47 +254,101 @@ impl Turns {
     }
 }
 
-/// A use of the writer holding its turn until dropped: [`WriteTx`] or
-/// [`WriteConn`].
+/// A use of the writer, holding its turn until dropped: the inside of
+/// [`WriteTx`] and [`WriteConn`].
+///
+/// On SQLite the writer connection goes from turn to turn instead of back to
+/// the pool: sqlx tests every connection given back to a pool with a ping, a
+/// round trip to the connection's thread, and with one writer the next turn
+/// waited for that ping (and for the task sqlx spawns to run it) before it
+/// could begin. A connection is passed on only after a commit or rollback went
+/// through, which shows it works; after anything else (an error, a dropped
+/// transaction, statements outside a transaction) it goes back to the pool,
+/// which tests it as before.
 #[derive(Debug)]
-pub struct Held<C> {
-    // Declared first, so dropped first: the connection (and the rollback of
-    // an unfinished transaction) is given back before the next writer runs.
-    conn: C,
-    _turn: Turn,
+struct Writer {
+    /// `Some` until dropped.
+    conn: Option<PoolConnection<Any>>,
+    /// A transaction was begun and has not ended.
+    open: bool,
+    /// The connection ended a transaction cleanly: the next turn may take it.
+    sound: bool,
+    // Declared after the connection, so dropped after it is parked or given back.
+    turn: Turn,
 }
 
-/// A write transaction holding the writer's turn until it ends.
-pub type WriteTx = Held<Transaction<'static, Any>>;
+impl Writer {
+    fn conn(&mut self) -> &mut AnyConnection {
+        self.conn.as_mut().expect("the connection is present until the writer is dropped")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        if self.open {
+            // Queued on the connection, before anything the next user sends.
+            <<Any as sqlx::Database>::TransactionManager as TransactionManager>::start_rollback(&mut conn);
+        }
+        match self.turn.turns.as_ref() {
+            Some(turns) if self.sound && !self.open => *turns.parked() = Some(conn),
+            // Back to the pool, which pings it first.
+            _ => drop(conn),
+        }
+    }
+}
+
+/// A write transaction holding the writer's turn until it ends. Dropped
+/// without [`WriteTx::commit`], it rolls back.
+#[derive(Debug)]
+pub struct WriteTx(Writer);
 
 /// The writer connection outside a transaction (each statement commits on
 /// its own), holding the writer's turn until dropped.
-pub type WriteConn = Held<PoolConnection<Any>>;
+#[derive(Debug)]
+pub struct WriteConn(Writer);
 
 impl WriteTx {
     /// Commits, then gives up the turn.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { conn, _turn } = self;
-        conn.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::commit(self.0.conn()).await?;
+        self.0.open = false;
+        self.0.sound = true;
+        Ok(())
     }
 
     /// Rolls back, then gives up the turn.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Self { conn, _turn } = self;
-        conn.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::rollback(self.0.conn()).await?;
+        self.0.open = false;
+        self.0.sound = true;
+        Ok(())
     }
 }
 
-impl<C: DerefMut<Target = AnyConnection>> Deref for Held<C> {
+impl Deref for WriteTx {
     type Target = AnyConnection;
     fn deref(&self) -> &Self::Target {
-        &self.conn
+        self.0.conn.as_ref().expect("the connection is present until the writer is dropped")
     }
 }
 
-impl<C: DerefMut<Target = AnyConnection>> DerefMut for Held<C> {
+impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
+        self.0.conn()
+    }
+}
+
+impl Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        self.0.conn.as_ref().expect("the connection is present until the writer is dropped")
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.conn()
     }
 }
 
@@ -340,9 +404,10 @@ impl Database {
             })
         };
         // sqlx pings a pooled connection before lending it (and again when it
-        // comes back). A SQLite connection is a thread in this process, not a
-        // socket that can be cut, so the check only costs a round trip to that
-        // thread on every use.
+        // comes back, which the writer avoids by keeping its connection from
+        // turn to turn: see `Writer`). A SQLite connection is a thread in this
+        // process, not a socket that can be cut, so the check only costs a
+        // round trip to that thread on every use.
         let sqlite_pool = || pool_options(settings).test_before_acquire(false);
         let writer = with_pragmas(sqlite_pool().max_connections(1)).connect_lazy_with(options.clone());
         let reader = with_pragmas(sqlite_pool().max_connections(settings.max_connections.max(1))).connect_lazy_with(options);
@@ -352,13 +417,6 @@ impl Database {
     /// The engine.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The pool for statements that write, outside the turns of
-    /// [`Database::begin`] and [`Database::write`]: for tests and tools, which
-    /// then simply queue in the pool.
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
     }
 
     /// The pool for reads; on SQLite these never wait for the writer.
@@ -381,16 +439,29 @@ impl Database {
 
     /// Waits for the writer's turn (SQLite) and starts a write transaction.
     pub async fn begin(&self, urgency: Urgency) -> Result<WriteTx, sqlx::Error> {
-        let turn = self.turn(urgency).await?;
-        Ok(Held { conn: self.writer.begin().await?, _turn: turn })
+        let mut writer = self.writer_turn(urgency).await?;
+        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::begin(writer.conn(), None).await?;
+        writer.open = true;
+        Ok(WriteTx(writer))
     }
 
     /// Waits for the writer's turn (SQLite) and takes the writer connection,
     /// for statements that each commit on their own, or for reading what was
     /// just written.
     pub async fn write(&self, urgency: Urgency) -> Result<WriteConn, sqlx::Error> {
+        Ok(WriteConn(self.writer_turn(urgency).await?))
+    }
+
+    /// Waits for the writer's turn (SQLite), then takes the connection the
+    /// last turn passed on, or one from the pool.
+    async fn writer_turn(&self, urgency: Urgency) -> Result<Writer, sqlx::Error> {
         let turn = self.turn(urgency).await?;
-        Ok(Held { conn: self.writer.acquire().await?, _turn: turn })
+        let passed_on = turn.turns.as_ref().and_then(|turns| turns.parked().take());
+        let conn = match passed_on {
+            Some(conn) => conn,
+            None => self.writer.acquire().await?,
+        };
+        Ok(Writer { conn: Some(conn), open: false, sound: false, turn })
     }
 
     async fn turn(&self, urgency: Urgency) -> Result<Turn, sqlx::Error> {
@@ -408,7 +479,12 @@ impl Database {
             Backend::Postgres => (platform.postgres, &service.postgres),
         };
         let all = platform.iter().chain(service.iter()).cloned().collect();
+        // On the writer's turn. The migrator takes its connection from the
+        // pool, so the one parked between turns (see `Writer`) goes back first.
+        let turn = self.turn(Urgency::Background).await?;
+        drop(turn.turns.as_ref().and_then(|turns| turns.parked().take()));
         Migrator::with_migrations(all).run(&self.writer).await?;
+        drop(turn);
         Ok(())
     }
 
@@ -433,6 +509,9 @@ impl Database {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        // The pool waits for every connection lent out, the parked writer too.
+        let parked = self.turns.as_ref().and_then(|turns| turns.parked().take());
+        drop(parked);
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -560,6 +639,67 @@ mod tests {
             order.lock().expect("order lock").push(label);
             tokio::time::sleep(hold).await;
         })
+    }
+
+    /// A fresh SQLite database in `dir` with one table of names.
+    async fn sqlite_with_names(dir: &tempfile::TempDir) -> Database {
+        let settings = DatabaseSettings {
+            url: Secret::new(format!("sqlite://{}", dir.path().join("turns.db").display())),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_synchronous: "FULL".to_owned(),
+            sqlite_mmap_mib: 0,
+        };
+        let db = Database::connect_lazy(&settings).expect("settings");
+        let mut conn = db.write(Urgency::Background).await.expect("writer");
+        conn.execute("CREATE TABLE names (name TEXT NOT NULL)").await.expect("table");
+        drop(conn);
+        db
+    }
+
+    async fn insert(tx: &mut WriteTx, name: &str) {
+        sqlx::query("INSERT INTO names (name) VALUES ($1)").bind(name).execute(&mut **tx).await.expect("insert");
+    }
+
+    async fn names(db: &Database) -> Vec<String> {
+        sqlx::query_scalar("SELECT name FROM names ORDER BY name").fetch_all(db.reader()).await.expect("names")
+    }
+
+    fn parked(db: &Database) -> bool {
+        db.turns.as_ref().expect("SQLite has turns").parked().is_some()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_committed_writer_goes_to_the_next_turn_and_a_dropped_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sqlite_with_names(&dir).await;
+        assert!(!parked(&db), "statements outside a transaction give the writer back to the pool");
+
+        let mut tx = db.begin(Urgency::Request).await.expect("begin");
+        insert(&mut tx, "a").await;
+        tx.commit().await.expect("commit");
+        assert!(parked(&db), "a commit passes the writer on");
+
+        // The next turn takes it; dropped without a commit, its writes are gone
+        // and the connection goes back to the pool.
+        let mut tx = db.begin(Urgency::Request).await.expect("begin");
+        assert!(!parked(&db), "the turn holds it");
+        insert(&mut tx, "b").await;
+        drop(tx);
+        assert!(!parked(&db), "a dropped transaction is not passed on");
+
+        let mut tx = db.begin(Urgency::Background).await.expect("begin after a dropped transaction");
+        insert(&mut tx, "c").await;
+        tx.rollback().await.expect("rollback");
+        assert!(parked(&db), "a rollback that went through passes the writer on");
+
+        let mut tx = db.begin(Urgency::Request).await.expect("begin");
+        insert(&mut tx, "d").await;
+        tx.commit().await.expect("commit");
+        assert_eq!(names(&db).await, ["a", "d"], "only committed rows, none of the dropped or rolled-back ones");
+
+        // Closing does not wait forever for the connection parked between turns.
+        tokio::time::timeout(Duration::from_secs(5), db.close()).await.expect("closed with a parked writer");
     }
 
     /// Lets spawned tasks run up to their first wait, in spawn order.
