@@ -277,9 +277,26 @@ struct Writer {
     turn: Turn,
 }
 
+/// sqlx's transaction statements for the Any driver: `BEGIN`, `COMMIT` and
+/// `ROLLBACK` as each backend spells them.
+type Tm = <Any as sqlx::Database>::TransactionManager;
+
 impl Writer {
     fn conn(&mut self) -> &mut AnyConnection {
         self.conn.as_mut().expect("the connection is present until the writer is dropped")
+    }
+}
+
+impl Deref for Writer {
+    type Target = AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        self.conn.as_ref().expect("the connection is present until the writer is dropped")
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.conn()
     }
 }
 
@@ -288,7 +305,7 @@ impl Drop for Writer {
         let Some(mut conn) = self.conn.take() else { return };
         if self.open {
             // Queued on the connection, before anything the next user sends.
-            <<Any as sqlx::Database>::TransactionManager as TransactionManager>::start_rollback(&mut conn);
+            <Tm as TransactionManager>::start_rollback(&mut conn);
         }
         match self.turn.turns.as_ref() {
             Some(turns) if self.sound && !self.open => *turns.parked() = Some(conn),
@@ -311,7 +328,7 @@ pub struct WriteConn(Writer);
 impl WriteTx {
     /// Commits, then gives up the turn.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::commit(self.0.conn()).await?;
+        <Tm as TransactionManager>::commit(self.0.conn()).await?;
         self.0.open = false;
         self.0.sound = true;
         Ok(())
@@ -319,38 +336,31 @@ impl WriteTx {
 
     /// Rolls back, then gives up the turn.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::rollback(self.0.conn()).await?;
+        <Tm as TransactionManager>::rollback(self.0.conn()).await?;
         self.0.open = false;
         self.0.sound = true;
         Ok(())
     }
 }
 
-impl Deref for WriteTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        self.0.conn.as_ref().expect("the connection is present until the writer is dropped")
-    }
-}
+/// Both wrappers lend the writer's connection for statements.
+macro_rules! lends_the_connection {
+    ($($wrapper:ty),*) => {$(
+        impl Deref for $wrapper {
+            type Target = AnyConnection;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
 
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.conn()
-    }
+        impl DerefMut for $wrapper {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
+            }
+        }
+    )*};
 }
-
-impl Deref for WriteConn {
-    type Target = AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        self.0.conn.as_ref().expect("the connection is present until the writer is dropped")
-    }
-}
-
-impl DerefMut for WriteConn {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.conn()
-    }
-}
+lends_the_connection!(WriteTx, WriteConn);
 
 impl Database {
     /// Prepares the pools without connecting: the service starts, reports
@@ -440,7 +450,7 @@ impl Database {
     /// Waits for the writer's turn (SQLite) and starts a write transaction.
     pub async fn begin(&self, urgency: Urgency) -> Result<WriteTx, sqlx::Error> {
         let mut writer = self.writer_turn(urgency).await?;
-        <<Any as sqlx::Database>::TransactionManager as TransactionManager>::begin(writer.conn(), None).await?;
+        <Tm as TransactionManager>::begin(writer.conn(), None).await?;
         writer.open = true;
         Ok(WriteTx(writer))
     }
