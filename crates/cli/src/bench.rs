@@ -34,7 +34,7 @@ use sqlx::{AssertSqlSafe, Executor as _};
 
 use crate::{
     home::Home,
-    load::{self, LoadArgs, LoadReport, Percentiles},
+    load::{self, LoadArgs, LoadReport, Percentiles, Sample},
     local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
 };
 
@@ -84,6 +84,11 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// Write every request of the sustained load to this file as CSV: when it
+    /// was due (seconds from the start of the load), its latency in ms, and
+    /// whether it succeeded. For finding when in the run the slow ones were.
+    #[arg(long, value_name = "FILE")]
+    pub samples_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +112,56 @@ struct CpuShare {
     waited_for_core_ms_per_order: Option<f64>,
 }
 
+/// Where the sustained load's requests over the p99 floor were: spread over
+/// the run, or bunched into one stall of the machine or the mesh. A stall of
+/// a few hundred milliseconds holds back every request due in it, which
+/// alone can put the p99 over the floor.
+#[derive(Debug, Serialize, PartialEq)]
+struct SlowRequests {
+    /// Requests over the floor's latency.
+    over_floor: usize,
+    /// The start of the second (by due time, from the start of the load)
+    /// in which the most of them were due.
+    worst_second_from_secs: f64,
+    /// How many of them were due in that second.
+    in_worst_second: usize,
+    /// The p99 of the requests due outside that second.
+    p99_outside_worst_second_ms: f64,
+}
+
+impl SlowRequests {
+    /// Of `samples`, sorted by due time; `None` when none was over `floor_ms`.
+    fn of(samples: &[Sample], floor_ms: f64) -> Option<Self> {
+        let floor = Duration::from_secs_f64(floor_ms / 1000.0);
+        let slow: Vec<Duration> = samples.iter().filter(|s| s.latency > floor).map(|s| s.sent).collect();
+        // The densest second: for each slow request, those due within a second from it.
+        let (mut best, mut best_from, mut end) = (0, Duration::ZERO, 0);
+        for (start, from) in slow.iter().enumerate() {
+            end = end.max(start);
+            while end < slow.len() && slow[end] < *from + Duration::from_secs(1) {
+                end += 1;
+            }
+            if end - start > best {
+                (best, best_from) = (end - start, *from);
+            }
+        }
+        if best == 0 {
+            return None;
+        }
+        let mut outside: Vec<Duration> = samples
+            .iter()
+            .filter(|s| s.sent < best_from || s.sent >= best_from + Duration::from_secs(1))
+            .map(|s| s.latency)
+            .collect();
+        Some(Self {
+            over_floor: slow.len(),
+            worst_second_from_secs: best_from.as_secs_f64(),
+            in_worst_second: best,
+            p99_outside_worst_second_ms: Percentiles::of(&mut outside).p99,
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct LagWindow {
     from_secs: u64,
@@ -121,6 +176,8 @@ struct BenchReport {
     services: Vec<ServiceFigures>,
     baseline_health_checks_per_sec: f64,
     load: LoadReport,
+    /// Where its slow requests were; `None` when none was over the floor.
+    slow_requests: Option<SlowRequests>,
     capacity: Option<LoadReport>,
     kitchen_delay_ms: u64,
     saga_lag_ms: Percentiles,
@@ -331,7 +388,7 @@ async fn measure(
         "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
         args.rate, args.concurrency, args.duration_secs
     );
-    let load = load::drive(home, &mesh.endpoints.order, &load_args, Some(placed_tx));
+    let load = load::drive_with_samples(home, &mesh.endpoints.order, &load_args, Some(placed_tx));
     tokio::pin!(load);
 
     let mut tracker = LagTracker { started, placed_at: HashMap::new(), early: HashMap::new(), lags: Vec::new() };
@@ -342,7 +399,7 @@ async fn measure(
         }
     };
 
-    let report = loop {
+    let (report, samples) = loop {
         tokio::select! {
             report = &mut load => break report?,
             Some((order_id, at)) = placed_rx.recv() => tracker.placed(order_id, at),
@@ -417,6 +474,13 @@ async fn measure(
         })
         .collect();
     let mut all: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
+    if let Some(path) = &args.samples_out {
+        let mut csv = String::from("due_secs,latency_ms,ok\n");
+        for s in &samples {
+            csv.push_str(&format!("{:.4},{:.3},{}\n", s.sent.as_secs_f64(), s.latency.as_secs_f64() * 1000.0, s.ok));
+        }
+        std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let capacity = if args.capacity_secs > 0 {
         eprintln!("bench: capacity, PlaceOrder in a closed loop at {} in flight for {} s", args.concurrency, args.capacity_secs);
         let closed = LoadArgs { rate: None, duration_secs: args.capacity_secs, ..load_args.clone() };
@@ -430,6 +494,7 @@ async fn measure(
             services,
             baseline_health_checks_per_sec: baseline,
             load: report,
+            slow_requests: SlowRequests::of(&samples, FLOOR_P99_MS),
             capacity,
             kitchen_delay_ms: 3 * u64::try_from(step.as_millis()).unwrap_or(0),
             saga_lag_ms: Percentiles::of(&mut all),
@@ -484,6 +549,17 @@ fn print(r: &BenchReport) {
     println!("gRPC health checks at the same concurrency: {:.0}/s (this machine, this minute)", r.baseline_health_checks_per_sec);
     println!("\n== PlaceOrder, sustained (open loop; latency from each request's scheduled time) ==");
     load::print_report(&r.load);
+    if let Some(slow) = &r.slow_requests {
+        println!(
+            "Over {FLOOR_P99_MS} ms:                  {:>10} of {}; {} of them due in the second from +{:.1} s \
+             (p99 of the rest {:.2} ms)",
+            slow.over_floor,
+            r.load.transactions,
+            slow.in_worst_second,
+            slow.worst_second_from_secs,
+            slow.p99_outside_worst_second_ms
+        );
+    }
     println!("\n== saga: PlaceOrder reply -> DELIVERED event (includes {} ms of kitchen delays) ==", r.kitchen_delay_ms);
     let l = &r.saga_lag_ms;
     println!(
@@ -645,6 +721,7 @@ mod tests {
                 availability_pct: 100.0,
                 latency_ms: Percentiles { p99: 40.0, ..Percentiles::default() },
             },
+            slow_requests: None,
             capacity: None,
             kitchen_delay_ms: 300,
             saga_lag_ms: Percentiles::default(),
@@ -704,6 +781,42 @@ mod tests {
         gentle.load.rate = 300.0;
         assert_eq!(unmet(&gentle, 300.0, 32), ["sustained PlaceOrder, every order delivered", "PlaceOrder p99 at 32 in flight"]);
         assert_eq!(unmet(&good_run(), 500.0, 8), ["PlaceOrder p99 at 32 in flight"]);
+    }
+
+    /// 500 requests a second for `secs`, each `ms` long, except those `slow` says.
+    fn paced(secs: u64, ms: u64, slow: impl Fn(Duration) -> Option<u64>) -> Vec<Sample> {
+        (0..secs * 500)
+            .map(|n| {
+                let sent = Duration::from_millis(n * 2);
+                Sample { sent, latency: Duration::from_millis(slow(sent).unwrap_or(ms)), ok: true }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slow_requests_bunched_in_one_stall_are_told_apart_from_a_slow_run() {
+        // A 400 ms stall at +24 s in a run otherwise at 10 ms: the stall makes
+        // the p99 on its own, and the rest is well within the floor.
+        let stalled = |sent: Duration| {
+            let at = sent.as_millis() as u64;
+            (24_000..24_400).contains(&at).then(|| 24_400 - at + 10)
+        };
+        let samples = paced(30, 10, stalled);
+        let mut all: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+        assert!(Percentiles::of(&mut all).p99 > FLOOR_P99_MS, "the stall puts the whole run over the floor");
+        let slow = SlowRequests::of(&samples, FLOOR_P99_MS).expect("slow requests");
+        // Due from 24.000 s to 24.358 s: latencies 410 down to 52 ms.
+        assert_eq!(slow.over_floor, 180);
+        assert_eq!(slow.in_worst_second, 180);
+        assert_eq!(slow.worst_second_from_secs, 24.0);
+        assert_eq!(slow.p99_outside_worst_second_ms, 10.0);
+
+        // Slow everywhere: no second holds more than its share.
+        let spread = paced(30, 10, |sent| (sent.as_millis() % 100 == 0).then_some(80));
+        let slow = SlowRequests::of(&spread, FLOOR_P99_MS).expect("slow requests");
+        assert_eq!((slow.over_floor, slow.in_worst_second), (300, 10));
+
+        assert_eq!(SlowRequests::of(&paced(30, 10, |_| None), FLOOR_P99_MS), None);
     }
 
     #[test]

@@ -197,9 +197,15 @@ pub async fn drive(
     Ok(drive_all(home, order_addr, args, placed).await?.0)
 }
 
-/// Drives the load and returns every request's [`Sample`] too.
-pub async fn drive_with_samples(home: &Home, order_addr: &str, args: &LoadArgs) -> Result<(LoadReport, Vec<Sample>)> {
-    drive_all(home, order_addr, args, None).await
+/// Drives the load like [`drive`] and returns every request's [`Sample`]
+/// too, in the order they were due.
+pub async fn drive_with_samples(
+    home: &Home,
+    order_addr: &str,
+    args: &LoadArgs,
+    placed: Option<mpsc::UnboundedSender<(String, Instant)>>,
+) -> Result<(LoadReport, Vec<Sample>)> {
+    drive_all(home, order_addr, args, placed).await
 }
 
 async fn drive_all(

@@ -165,7 +165,7 @@ async fn one_run(args: &ResilienceArgs, name: &str, capacity: f64) -> Result<Run
     let mesh = LocalMesh::start(&home, &options(args, name)).await?;
     let outcome = async {
         let (load, samples) =
-            load::drive_with_samples(&home, &mesh.endpoints.order, &load_args(args, args.duration_secs)).await?;
+            load::drive_with_samples(&home, &mesh.endpoints.order, &load_args(args, args.duration_secs), None).await?;
         // Let the reconciler finish any charge whose caller gave up.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let order = mesh.endpoints.order_direct.clone().unwrap_or_else(|| mesh.endpoints.order.clone());
@@ -221,7 +221,7 @@ async fn kill_run(args: &ResilienceArgs) -> Result<KillReport> {
         let total = Duration::from_secs(20);
         let order = mesh.endpoints.order.clone();
         let driven = LoadArgs { rate: Some(args.kill_rate), ..load_args(args, total.as_secs()) };
-        let load = load::drive_with_samples(&home, &order, &driven);
+        let load = load::drive_with_samples(&home, &order, &driven, None);
         tokio::pin!(load);
         let started = Instant::now();
         // 5 s healthy, 5 s down, then back.
