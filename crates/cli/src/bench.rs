@@ -35,7 +35,7 @@ use sqlx::{AssertSqlSafe, Executor as _};
 use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles, Sample},
-    local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
+    local::{LocalMesh, LocalOptions, MachineTicks, core_wait, cpu_time, rss_bytes, service_names},
 };
 
 /// What to measure.
@@ -162,6 +162,54 @@ impl SlowRequests {
     }
 }
 
+/// How the machine's cores were spent over the same span as [`CpuShare`],
+/// in percent of the cores' time: a virtual machine's cores are shared with
+/// other guests, and time the hypervisor gave them (stolen) is time this run
+/// could not have, whatever the code does.
+#[derive(Debug, Serialize)]
+struct MachineShare {
+    stolen_pct: f64,
+    idle_pct: f64,
+    iowait_pct: f64,
+}
+
+impl MachineShare {
+    fn of(ticks: MachineTicks) -> Option<Self> {
+        let pct = |part: u64| 100.0 * part as f64 / ticks.total as f64;
+        (ticks.total > 0).then(|| Self { stolen_pct: pct(ticks.steal), idle_pct: pct(ticks.idle), iowait_pct: pct(ticks.iowait) })
+    }
+}
+
+/// The sustained load's requests due in one window, and the machine then.
+#[derive(Debug, Serialize)]
+struct LoadWindow {
+    from_secs: u64,
+    latency_ms: Percentiles,
+    /// Between the machine's readings nearest the window's ends.
+    machine: Option<MachineShare>,
+}
+
+/// Splits `samples` (by due time) into windows of `window` over
+/// `duration_secs`, each with the machine's share over it from the readings
+/// `machine` (time from the start of the load, ticks so far).
+fn load_windows(
+    samples: &[Sample],
+    machine: &[(Duration, MachineTicks)],
+    window: Duration,
+    duration_secs: u64,
+) -> Vec<LoadWindow> {
+    let nearest = |at: Duration| machine.iter().min_by_key(|(t, _)| t.abs_diff(at)).map(|(_, ticks)| *ticks);
+    (0..duration_secs.div_ceil(window.as_secs().max(1)))
+        .map(|w| {
+            let from = window * u32::try_from(w).unwrap_or(0);
+            let mut due: Vec<Duration> =
+                samples.iter().filter(|s| s.sent >= from && s.sent < from + window).map(|s| s.latency).collect();
+            let machine = nearest(from).zip(nearest(from + window)).and_then(|(a, b)| MachineShare::of(b.since(a)));
+            LoadWindow { from_secs: from.as_secs(), latency_ms: Percentiles::of(&mut due), machine }
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize)]
 struct LagWindow {
     from_secs: u64,
@@ -178,11 +226,15 @@ struct BenchReport {
     load: LoadReport,
     /// Where its slow requests were; `None` when none was over the floor.
     slow_requests: Option<SlowRequests>,
+    /// Its latency and the machine, per 10 s window.
+    load_windows: Vec<LoadWindow>,
     capacity: Option<LoadReport>,
     kitchen_delay_ms: u64,
     saga_lag_ms: Percentiles,
     saga_lag_windows: Vec<LagWindow>,
     cpu: Vec<CpuShare>,
+    /// The machine over the same span; `None` where `/proc/stat` is missing.
+    machine: Option<MachineShare>,
     /// Inside order; `None` on PostgreSQL.
     inside_order: Option<inside::InsideOrder>,
     placed: usize,
@@ -383,6 +435,7 @@ async fn measure(
     // On PostgreSQL the statements run in the server's processes: its
     // backends hold the services' pooled connections for the whole run.
     let postgres_at_start = args.postgres.as_ref().map(|_| cpu_by_pid(&processes_named("postgres")));
+    let machine_at_start = MachineTicks::now();
     let started = Instant::now();
     eprintln!(
         "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
@@ -399,9 +452,17 @@ async fn measure(
         }
     };
 
+    // The machine each second, to set beside each window's latency.
+    let mut machine_seconds: Vec<(Duration, MachineTicks)> = machine_at_start.map(|t| (Duration::ZERO, t)).into_iter().collect();
+    let mut each_second = tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
     let (report, samples) = loop {
         tokio::select! {
             report = &mut load => break report?,
+            _ = each_second.tick() => {
+                if let Some(ticks) = MachineTicks::now() {
+                    machine_seconds.push((started.elapsed(), ticks));
+                }
+            }
             Some((order_id, at)) = placed_rx.recv() => tracker.placed(order_id, at),
             Some(message) = delivered_events.next() => {
                 if let Some(order_id) = decode(&message.payload) {
@@ -435,6 +496,7 @@ async fn measure(
         }
     }
     let busy = started.elapsed();
+    let machine = MachineTicks::now().zip(machine_at_start).and_then(|(now, then)| MachineShare::of(now.since(then)));
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
     let per_order = |d: Duration| d.as_secs_f64() * 1000.0 / placed.max(1) as f64;
     let share = |process: String, used: Duration, waited: Option<Duration>| CpuShare {
@@ -474,6 +536,10 @@ async fn measure(
         })
         .collect();
     let mut all: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
+    if let Some(ticks) = MachineTicks::now() {
+        machine_seconds.push((load_end.duration_since(started), ticks));
+    }
+    let load_windows = load_windows(&samples, &machine_seconds, window, args.duration_secs);
     if let Some(path) = &args.samples_out {
         let mut csv = String::from("due_secs,latency_ms,ok\n");
         for s in &samples {
@@ -495,11 +561,13 @@ async fn measure(
             baseline_health_checks_per_sec: baseline,
             load: report,
             slow_requests: SlowRequests::of(&samples, FLOOR_P99_MS),
+            load_windows,
             capacity,
             kitchen_delay_ms: 3 * u64::try_from(step.as_millis()).unwrap_or(0),
             saga_lag_ms: Percentiles::of(&mut all),
             saga_lag_windows: windows,
             cpu,
+            machine,
             inside_order,
             placed,
             delivered,
@@ -549,6 +617,15 @@ fn print(r: &BenchReport) {
     println!("gRPC health checks at the same concurrency: {:.0}/s (this machine, this minute)", r.baseline_health_checks_per_sec);
     println!("\n== PlaceOrder, sustained (open loop; latency from each request's scheduled time) ==");
     load::print_report(&r.load);
+    for w in &r.load_windows {
+        let machine = w.machine.as_ref().map_or_else(String::new, |m| {
+            format!("; the machine: {:>4.1} % stolen, {:>4.1} % waiting for the disk", m.stolen_pct, m.iowait_pct)
+        });
+        println!(
+            "  due in [{:>3}s, +10s): p50 {:>6.1} ms, p99 {:>7.1} ms, max {:>7.1} ms{machine}",
+            w.from_secs, w.latency_ms.p50, w.latency_ms.p99, w.latency_ms.max
+        );
+    }
     if let Some(slow) = &r.slow_requests {
         println!(
             "Over {FLOOR_P99_MS} ms:                  {:>10} of {}; {} of them due in the second from +{:.1} s \
@@ -579,6 +656,12 @@ fn print(r: &BenchReport) {
         println!(
             "{:<15} {:>6.2} ms per order  {:>5.1} % of the two cores{waited}",
             c.process, c.cpu_ms_per_order, c.share_of_two_cores_pct
+        );
+    }
+    if let Some(m) = &r.machine {
+        println!(
+            "the machine: {:.1} % of the cores' time stolen by the hypervisor for other guests, {:.1} % idle, {:.1} % waiting for the disk",
+            m.stolen_pct, m.idle_pct, m.iowait_pct
         );
     }
     if let Some(w) = &r.inside_order {
@@ -722,11 +805,13 @@ mod tests {
                 latency_ms: Percentiles { p99: 40.0, ..Percentiles::default() },
             },
             slow_requests: None,
+            load_windows: Vec::new(),
             capacity: None,
             kitchen_delay_ms: 300,
             saga_lag_ms: Percentiles::default(),
             saga_lag_windows: vec![lag(460.0), lag(470.0), lag(505.0)],
             cpu: Vec::new(),
+            machine: None,
             inside_order: None,
             placed: 30_000,
             delivered: 30_000,
@@ -817,6 +902,25 @@ mod tests {
         assert_eq!((slow.over_floor, slow.in_worst_second), (300, 10));
 
         assert_eq!(SlowRequests::of(&paced(30, 10, |_| None), FLOOR_P99_MS), None);
+    }
+
+    #[test]
+    fn each_window_has_its_own_latency_and_the_machine_of_its_time() {
+        // 20 s: 10 ms in the first 10, 40 ms in the next, while the
+        // hypervisor took a quarter of the machine.
+        let samples = paced(20, 10, |sent| (sent >= Duration::from_secs(10)).then_some(40));
+        let ticks = |total, steal| MachineTicks { total, idle: 0, iowait: 0, steal };
+        let machine: Vec<(Duration, MachineTicks)> = (0..=20u64)
+            .map(|s| {
+                (Duration::from_millis(s * 1000 + 3), if s <= 10 { ticks(s * 200, 0) } else { ticks(s * 200, (s - 10) * 50) })
+            })
+            .collect();
+        let windows = load_windows(&samples, &machine, Duration::from_secs(10), 20);
+        assert_eq!(windows.iter().map(|w| w.from_secs).collect::<Vec<_>>(), [0, 10]);
+        assert_eq!((windows[0].latency_ms.p99, windows[1].latency_ms.p50), (10.0, 40.0));
+        let stolen: Vec<f64> = windows.iter().map(|w| w.machine.as_ref().expect("readings").stolen_pct).collect();
+        assert_eq!(stolen, [0.0, 25.0]);
+        assert!(load_windows(&samples, &[], Duration::from_secs(10), 20).iter().all(|w| w.machine.is_none()));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! SQLite files, or with `FOODMESH_TEST_BACKEND=postgres` the test
 //! PostgreSQL, where the bench makes its own databases and drops them.
 //! It checks that the report is whole (every placed order delivered, the
-//! database's CPU counted, order's own histograms read on SQLite), not the figures:
+//! database's CPU counted, order's own histograms read on SQLite, every
+//! request in the samples file, the machine's stolen time), not the figures:
 //! those belong to the README.
 //!
 //! The service binaries must have been built next to `foodmesh`
@@ -27,7 +28,9 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
     let base = free_ports(4, 31_000);
     let nats = free_ports(1, base + 4);
     let report_path = home.path().join("bench.json");
+    let samples_path = home.path().join("samples.csv");
     let (base, nats, report) = (base.to_string(), nats.to_string(), report_path.to_str().expect("utf-8 path").to_owned());
+    let samples = samples_path.to_str().expect("utf-8 path").to_owned();
     let mut args = vec![
         "bench",
         "--duration-secs",
@@ -44,6 +47,8 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         &nats,
         "--json-out",
         &report,
+        "--samples-out",
+        &samples,
     ];
     let admin_url = matches!(backend, Backend::Postgres).then(postgres_admin_url);
     if let Some(url) = &admin_url {
@@ -65,6 +70,29 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
     assert!(placed >= 60, "3 s at 40/s placed only {placed}");
     assert_eq!(report["delivered"].as_u64(), Some(placed), "an order did not reach DELIVERED: {report}");
     assert_eq!(report["load"]["failures"], serde_json::json!({}), "{}", report["load"]);
+
+    // Every request of the load, due in order, as CSV.
+    let csv = std::fs::read_to_string(&samples_path).expect("samples written");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("due_secs,latency_ms,ok"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len() as u64, report["load"]["transactions"].as_u64().expect("transactions"), "{csv}");
+    let due: Vec<f64> = rows.iter().map(|r| r[0].parse().expect("due secs")).collect();
+    assert!(due.windows(2).all(|w| w[0] <= w[1]) && due.iter().all(|d| (0.0..3.0).contains(d)), "{csv}");
+    assert!(rows.iter().all(|r| r[1].parse::<f64>().is_ok_and(|ms| ms > 0.0) && r[2] == "true"), "{csv}");
+    // 3 s make one window, with its latency and, on Linux, the machine then.
+    let windows = report["load_windows"].as_array().expect("load windows");
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert!(windows[0]["latency_ms"]["p50"].as_f64().is_some_and(|ms| ms > 0.0), "{windows:?}");
+    assert!(printed.contains("due in [  0s, +10s)"), "{printed}");
+    if std::path::Path::new("/proc/stat").exists() {
+        let machine = &report["machine"];
+        let stolen = machine["stolen_pct"].as_f64().expect("stolen share");
+        let idle = machine["idle_pct"].as_f64().expect("idle share");
+        assert!(stolen >= 0.0 && idle >= 0.0 && stolen + idle <= 100.0, "{machine}");
+        assert!(windows[0]["machine"]["stolen_pct"].as_f64().is_some(), "{windows:?}");
+        assert!(printed.contains("stolen by the hypervisor"), "{printed}");
+    }
 
     let processes: Vec<&str> = report["cpu"]
         .as_array()
