@@ -281,12 +281,6 @@ struct Writer {
 /// `ROLLBACK` as each backend spells them.
 type Tm = <Any as sqlx::Database>::TransactionManager;
 
-impl Writer {
-    fn conn(&mut self) -> &mut AnyConnection {
-        self.conn.as_mut().expect("the connection is present until the writer is dropped")
-    }
-}
-
 impl Deref for Writer {
     type Target = AnyConnection;
     fn deref(&self) -> &Self::Target {
@@ -296,7 +290,7 @@ impl Deref for Writer {
 
 impl DerefMut for Writer {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.conn()
+        self.conn.as_mut().expect("the connection is present until the writer is dropped")
     }
 }
 
@@ -328,7 +322,7 @@ pub struct WriteConn(Writer);
 impl WriteTx {
     /// Commits, then gives up the turn.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        <Tm as TransactionManager>::commit(self.0.conn()).await?;
+        <Tm as TransactionManager>::commit(&mut self.0).await?;
         self.0.open = false;
         self.0.sound = true;
         Ok(())
@@ -336,7 +330,7 @@ impl WriteTx {
 
     /// Rolls back, then gives up the turn.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        <Tm as TransactionManager>::rollback(self.0.conn()).await?;
+        <Tm as TransactionManager>::rollback(&mut self.0).await?;
         self.0.open = false;
         self.0.sound = true;
         Ok(())
@@ -450,7 +444,7 @@ impl Database {
     /// Waits for the writer's turn (SQLite) and starts a write transaction.
     pub async fn begin(&self, urgency: Urgency) -> Result<WriteTx, sqlx::Error> {
         let mut writer = self.writer_turn(urgency).await?;
-        <Tm as TransactionManager>::begin(writer.conn(), None).await?;
+        <Tm as TransactionManager>::begin(&mut writer, None).await?;
         writer.open = true;
         Ok(WriteTx(writer))
     }
