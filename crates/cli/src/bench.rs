@@ -135,9 +135,10 @@ impl SlowRequests {
         let floor = Duration::from_secs_f64(floor_ms / 1000.0);
         let slow: Vec<Duration> = samples.iter().filter(|s| s.latency > floor).map(|s| s.sent).collect();
         // The densest second: for each slow request, those due within a second from it.
+        // `end` only moves on: the window from `start` reaches at least as far
+        // as the one before it.
         let (mut best, mut best_from, mut end) = (0, Duration::ZERO, 0);
         for (start, from) in slow.iter().enumerate() {
-            end = end.max(start);
             while end < slow.len() && slow[end] < *from + Duration::from_secs(1) {
                 end += 1;
             }
@@ -189,6 +190,11 @@ struct LoadWindow {
     machine: Option<MachineShare>,
 }
 
+/// The starts of the windows of `window` that cover `duration_secs`.
+fn window_starts(window: Duration, duration_secs: u64) -> impl Iterator<Item = Duration> {
+    (0..duration_secs.div_ceil(window.as_secs().max(1))).map(move |w| window * u32::try_from(w).unwrap_or(u32::MAX))
+}
+
 /// Splits `samples` (by due time) into windows of `window` over
 /// `duration_secs`, each with the machine's share over it from the readings
 /// `machine` (time from the start of the load, ticks so far).
@@ -199,9 +205,8 @@ fn load_windows(
     duration_secs: u64,
 ) -> Vec<LoadWindow> {
     let nearest = |at: Duration| machine.iter().min_by_key(|(t, _)| t.abs_diff(at)).map(|(_, ticks)| *ticks);
-    (0..duration_secs.div_ceil(window.as_secs().max(1)))
-        .map(|w| {
-            let from = window * u32::try_from(w).unwrap_or(0);
+    window_starts(window, duration_secs)
+        .map(|from| {
             let mut due: Vec<Duration> =
                 samples.iter().filter(|s| s.sent >= from && s.sent < from + window).map(|s| s.latency).collect();
             let machine = nearest(from).zip(nearest(from + window)).and_then(|(a, b)| MachineShare::of(b.since(a)));
@@ -496,7 +501,9 @@ async fn measure(
         }
     }
     let busy = started.elapsed();
-    let machine = MachineTicks::now().zip(machine_at_start).and_then(|(now, then)| MachineShare::of(now.since(then)));
+    let machine_at_end = MachineTicks::now();
+    let machine = machine_at_end.zip(machine_at_start).and_then(|(now, then)| MachineShare::of(now.since(then)));
+    machine_seconds.extend(machine_at_end.map(|ticks| (busy, ticks)));
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
     let per_order = |d: Duration| d.as_secs_f64() * 1000.0 / placed.max(1) as f64;
     let share = |process: String, used: Duration, waited: Option<Duration>| CpuShare {
@@ -527,18 +534,14 @@ async fn measure(
     let drain = if delivered >= placed { load_end.elapsed().as_secs_f64() } else { f64::NAN };
 
     let window = Duration::from_secs(10);
-    let windows = (0..args.duration_secs.div_ceil(10))
-        .map(|w| {
-            let from = window * u32::try_from(w).unwrap_or(0);
+    let windows = window_starts(window, args.duration_secs)
+        .map(|from| {
             let mut in_window: Vec<Duration> =
                 lags.iter().filter(|(t, _)| *t >= from && *t < from + window).map(|(_, lag)| *lag).collect();
             LagWindow { from_secs: from.as_secs(), delivered: in_window.len(), lag_ms: Percentiles::of(&mut in_window) }
         })
         .collect();
     let mut all: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
-    if let Some(ticks) = MachineTicks::now() {
-        machine_seconds.push((load_end.duration_since(started), ticks));
-    }
     let load_windows = load_windows(&samples, &machine_seconds, window, args.duration_secs);
     if let Some(path) = &args.samples_out {
         let mut csv = String::from("due_secs,latency_ms,ok\n");
