@@ -15,7 +15,10 @@
 //! - inside order during the sustained load, from its own histograms
 //!   (SQLite only): PlaceOrder as its server saw it, its stages, and the
 //!   turns on its one writer, waited for and held, by requests and by
-//!   background work ([`inside`]).
+//!   background work ([`inside`]);
+//! - the machine beside them ([`crate::machine`]): the cores' time stolen by
+//!   the hypervisor, idle and waiting for the disk, and the spans in which
+//!   the disk held requests and completed none, over the run and per window.
 
 mod inside;
 
@@ -35,7 +38,8 @@ use sqlx::{AssertSqlSafe, Executor as _};
 use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles, Sample},
-    local::{LocalMesh, LocalOptions, MachineTicks, core_wait, cpu_time, rss_bytes, service_names},
+    local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
+    machine::{DiskStall, DiskWatch, MachineTicks, SHORTEST_STALL},
 };
 
 /// What to measure.
@@ -188,6 +192,9 @@ struct LoadWindow {
     latency_ms: Percentiles,
     /// Between the machine's readings nearest the window's ends.
     machine: Option<MachineShare>,
+    /// How much of the window the disks were stalled (see
+    /// [`BenchReport::disk_stalls`]); `None` where they were not watched.
+    disk_stalled_ms: Option<f64>,
 }
 
 /// The starts of the windows of `window` that cover `duration_secs`.
@@ -197,10 +204,12 @@ fn window_starts(window: Duration, duration_secs: u64) -> impl Iterator<Item = D
 
 /// Splits `samples` (by due time) into windows of `window` over
 /// `duration_secs`, each with the machine's share over it from the readings
-/// `machine` (time from the start of the load, ticks so far).
+/// `machine` (time from the start of the load, ticks so far) and the part of
+/// it that `stalls` (from the start of the load) cover.
 fn load_windows(
     samples: &[Sample],
     machine: &[(Duration, MachineTicks)],
+    stalls: Option<&[DiskStall]>,
     window: Duration,
     duration_secs: u64,
 ) -> Vec<LoadWindow> {
@@ -210,7 +219,18 @@ fn load_windows(
             let mut due: Vec<Duration> =
                 samples.iter().filter(|s| s.sent >= from && s.sent < from + window).map(|s| s.latency).collect();
             let machine = nearest(from).zip(nearest(from + window)).and_then(|(a, b)| MachineShare::of(b.since(a)));
-            LoadWindow { from_secs: from.as_secs(), latency_ms: Percentiles::of(&mut due), machine }
+            let (start, end) = (from.as_secs_f64(), (from + window).as_secs_f64());
+            let disk_stalled_ms = stalls.map(|stalls| {
+                stalls
+                    .iter()
+                    .map(|s| {
+                        let overlap = (s.from_secs + s.ms / 1000.0).min(end) - s.from_secs.max(start);
+                        overlap.max(0.0) * 1000.0
+                    })
+                    // Not `sum`: the empty sum of floats is -0.
+                    .fold(0.0, |all, ms| all + ms)
+            });
+            LoadWindow { from_secs: from.as_secs(), latency_ms: Percentiles::of(&mut due), machine, disk_stalled_ms }
         })
         .collect()
 }
@@ -240,6 +260,10 @@ struct BenchReport {
     cpu: Vec<CpuShare>,
     /// The machine over the same span; `None` where `/proc/stat` is missing.
     machine: Option<MachineShare>,
+    /// Over the same span, each time a disk of the machine held requests and
+    /// completed none for [`SHORTEST_STALL`] or longer, from the start of the
+    /// load; `None` where the disks could not be watched.
+    disk_stalls: Option<Vec<DiskStall>>,
     /// Inside order; `None` on PostgreSQL.
     inside_order: Option<inside::InsideOrder>,
     placed: usize,
@@ -266,6 +290,8 @@ const FLOOR_IN_FLIGHT: usize = 32;
 const FLOOR_P99_MS: f64 = 50.0;
 const FLOOR_IDLE_RSS_MIB: f64 = 30.0;
 const FLOOR_SERVING_MS: u128 = 500;
+/// The p99 floor's name in the verdict.
+const P99_FLOOR: &str = "PlaceOrder p99 at 32 in flight";
 /// How much later than the first window's the saga lag of any later window
 /// may be and still count as not growing.
 const LAG_GROWTH: f64 = 1.5;
@@ -303,7 +329,7 @@ fn floors(r: &BenchReport, offered_rate: f64, in_flight: usize) -> Vec<Floor> {
             met: lag_flat && every_order,
         },
         Floor {
-            what: "PlaceOrder p99 at 32 in flight",
+            what: P99_FLOOR,
             target: format!("<= {FLOOR_P99_MS} ms"),
             measured: format!("{p99:.1} ms at {in_flight} in flight, {offered_rate}/s"),
             met: at_rate && in_flight >= FLOOR_IN_FLIGHT && p99 <= FLOOR_P99_MS,
@@ -442,6 +468,7 @@ async fn measure(
     let postgres_at_start = args.postgres.as_ref().map(|_| cpu_by_pid(&processes_named("postgres")));
     let machine_at_start = MachineTicks::now();
     let started = Instant::now();
+    let disk_watch = DiskWatch::start(started);
     eprintln!(
         "bench: PlaceOrder offered at {}/s (at most {} in flight) for {} s",
         args.rate, args.concurrency, args.duration_secs
@@ -502,6 +529,7 @@ async fn measure(
     }
     let busy = started.elapsed();
     let machine_at_end = MachineTicks::now();
+    let disk_stalls = disk_watch.map(DiskWatch::finish);
     let machine = machine_at_end.zip(machine_at_start).and_then(|(now, then)| MachineShare::of(now.since(then)));
     machine_seconds.extend(machine_at_end.map(|ticks| (busy, ticks)));
     let (placed, lags) = (tracker.placed_at.len(), tracker.lags);
@@ -542,7 +570,7 @@ async fn measure(
         })
         .collect();
     let mut all: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
-    let load_windows = load_windows(&samples, &machine_seconds, window, args.duration_secs);
+    let load_windows = load_windows(&samples, &machine_seconds, disk_stalls.as_deref(), window, args.duration_secs);
     if let Some(path) = &args.samples_out {
         let mut csv = String::from("due_secs,latency_ms,ok\n");
         for s in &samples {
@@ -571,6 +599,7 @@ async fn measure(
             saga_lag_windows: windows,
             cpu,
             machine,
+            disk_stalls,
             inside_order,
             placed,
             delivered,
@@ -624,8 +653,9 @@ fn print(r: &BenchReport) {
         let machine = w.machine.as_ref().map_or_else(String::new, |m| {
             format!("; the machine: {:>4.1} % stolen, {:>4.1} % waiting for the disk", m.stolen_pct, m.iowait_pct)
         });
+        let stalled = w.disk_stalled_ms.map_or_else(String::new, |ms| format!(", disk stalled {ms:>5.0} ms"));
         println!(
-            "  due in [{:>3}s, +10s): p50 {:>6.1} ms, p99 {:>7.1} ms, max {:>7.1} ms{machine}",
+            "  due in [{:>3}s, +10s): p50 {:>6.1} ms, p99 {:>7.1} ms, max {:>7.1} ms{machine}{stalled}",
             w.from_secs, w.latency_ms.p50, w.latency_ms.p99, w.latency_ms.max
         );
     }
@@ -667,6 +697,9 @@ fn print(r: &BenchReport) {
             m.stolen_pct, m.idle_pct, m.iowait_pct
         );
     }
+    if let Some(stalls) = &r.disk_stalls {
+        println!("{}", disk_stalls_line(stalls));
+    }
     if let Some(w) = &r.inside_order {
         println!("\n== inside order during the sustained load (its own histograms; each PlaceOrder writes twice) ==");
         let line = |what: &str, t: &inside::TurnFigures| {
@@ -697,6 +730,28 @@ fn print(r: &BenchReport) {
     for f in &r.floors {
         let verdict = if f.met { "met" } else { "NOT MET" };
         println!("{verdict:<8} {:<45} {:<45} {}", f.what, f.target, f.measured);
+    }
+    let p99_unmet = r.floors.iter().any(|f| f.what == P99_FLOOR && !f.met);
+    if let Some(stalls) = r.disk_stalls.as_ref().filter(|s| p99_unmet && !s.is_empty()) {
+        println!(
+            "note: {}; every PlaceOrder waits for its commits to reach the disk (SQLite synchronous=FULL), \
+             so those spans hold back every request due in them",
+            disk_stalls_line(stalls)
+        );
+    }
+}
+
+/// The disks' stalls in one line.
+fn disk_stalls_line(stalls: &[DiskStall]) -> String {
+    let shortest = SHORTEST_STALL.as_millis();
+    match stalls.iter().map(|s| s.ms).reduce(f64::max) {
+        None => format!("the disk: no stall of {shortest} ms or more (requests held, none completed)"),
+        Some(longest) => format!(
+            "the disk stalled {} time{} for {shortest} ms or more (requests held, none completed): longest {longest:.0} ms, {:.0} ms in all",
+            stalls.len(),
+            if stalls.len() == 1 { "" } else { "s" },
+            stalls.iter().map(|s| s.ms).sum::<f64>()
+        ),
     }
 }
 
@@ -815,6 +870,7 @@ mod tests {
             saga_lag_windows: vec![lag(460.0), lag(470.0), lag(505.0)],
             cpu: Vec::new(),
             machine: None,
+            disk_stalls: None,
             inside_order: None,
             placed: 30_000,
             delivered: 30_000,
@@ -910,7 +966,8 @@ mod tests {
     #[test]
     fn each_window_has_its_own_latency_and_the_machine_of_its_time() {
         // 20 s: 10 ms in the first 10, 40 ms in the next, while the
-        // hypervisor took a quarter of the machine.
+        // hypervisor took a quarter of the machine and the disk stalled
+        // across the windows' border and again in the second.
         let samples = paced(20, 10, |sent| (sent >= Duration::from_secs(10)).then_some(40));
         let ticks = |total, steal| MachineTicks { total, idle: 0, iowait: 0, steal };
         let machine: Vec<(Duration, MachineTicks)> = (0..=20u64)
@@ -918,12 +975,29 @@ mod tests {
                 (Duration::from_millis(s * 1000 + 3), if s <= 10 { ticks(s * 200, 0) } else { ticks(s * 200, (s - 10) * 50) })
             })
             .collect();
-        let windows = load_windows(&samples, &machine, Duration::from_secs(10), 20);
+        let stall = |from_secs, ms| DiskStall { device: "vda".to_owned(), from_secs, ms };
+        let stalls = [stall(9.75, 400.0), stall(15.0, 300.0)];
+        let windows = load_windows(&samples, &machine, Some(&stalls), Duration::from_secs(10), 20);
         assert_eq!(windows.iter().map(|w| w.from_secs).collect::<Vec<_>>(), [0, 10]);
         assert_eq!((windows[0].latency_ms.p99, windows[1].latency_ms.p50), (10.0, 40.0));
         let stolen: Vec<f64> = windows.iter().map(|w| w.machine.as_ref().expect("readings").stolen_pct).collect();
         assert_eq!(stolen, [0.0, 25.0]);
-        assert!(load_windows(&samples, &[], Duration::from_secs(10), 20).iter().all(|w| w.machine.is_none()));
+        let stalled: Vec<f64> = windows.iter().map(|w| w.disk_stalled_ms.expect("watched").round()).collect();
+        assert_eq!(stalled, [250.0, 450.0]);
+        let calm = load_windows(&samples, &machine, Some(&[]), Duration::from_secs(10), 20);
+        assert!(calm.iter().all(|w| w.disk_stalled_ms.is_some_and(|ms| ms.is_sign_positive() && ms == 0.0)), "not -0");
+        let unwatched = load_windows(&samples, &[], None, Duration::from_secs(10), 20);
+        assert!(unwatched.iter().all(|w| w.machine.is_none() && w.disk_stalled_ms.is_none()));
+    }
+
+    #[test]
+    fn the_disks_stalls_are_told_in_one_line() {
+        assert_eq!(disk_stalls_line(&[]), "the disk: no stall of 100 ms or more (requests held, none completed)");
+        let stall = |from_secs, ms| DiskStall { device: "vda".to_owned(), from_secs, ms };
+        assert_eq!(
+            disk_stalls_line(&[stall(2.0, 120.0), stall(31.5, 410.0)]),
+            "the disk stalled 2 times for 100 ms or more (requests held, none completed): longest 410 ms, 530 ms in all"
+        );
     }
 
     #[test]

@@ -587,50 +587,6 @@ fn schedstat_wait_ns(line: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The machine's time so far, all cores together, in clock ticks, from the
-/// first line of `/proc/stat` (Linux; `None` elsewhere).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MachineTicks {
-    /// Every kind below and the rest (user, nice, system, interrupts).
-    pub total: u64,
-    /// Idle.
-    pub idle: u64,
-    /// Idle with a disk request outstanding.
-    pub iowait: u64,
-    /// Wanted by this (virtual) machine but given by the hypervisor to
-    /// another: on a shared host, what makes the same run slower one minute
-    /// than the next.
-    pub steal: u64,
-}
-
-impl MachineTicks {
-    /// Now.
-    pub fn now() -> Option<Self> {
-        Self::parse(std::fs::read_to_string("/proc/stat").ok()?.lines().next()?)
-    }
-
-    /// Of the `cpu` line: user nice system idle iowait irq softirq steal
-    /// (guest time is already counted in user and nice).
-    fn parse(line: &str) -> Option<Self> {
-        let mut fields = line.split_whitespace();
-        if fields.next()? != "cpu" {
-            return None;
-        }
-        let ticks: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
-        (ticks.len() == 8).then(|| Self { total: ticks.iter().sum(), idle: ticks[3], iowait: ticks[4], steal: ticks[7] })
-    }
-
-    /// From `earlier` to this.
-    pub fn since(self, earlier: Self) -> Self {
-        Self {
-            total: self.total.saturating_sub(earlier.total),
-            idle: self.idle.saturating_sub(earlier.idle),
-            iowait: self.iowait.saturating_sub(earlier.iowait),
-            steal: self.steal.saturating_sub(earlier.steal),
-        }
-    }
-}
-
 /// The resident memory of a process, from `/proc` (Linux).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -655,18 +611,6 @@ mod tests {
             // One core, or no taskset: nothing is pinned.
             None => assert_eq!(core("payment"), None),
         }
-    }
-
-    #[test]
-    fn the_machines_ticks_are_read_from_the_cpu_line() {
-        let then = MachineTicks::parse("cpu  100 5 50 800 10 1 2 30 0 0").expect("a cpu line");
-        assert_eq!(then, MachineTicks { total: 998, idle: 800, iowait: 10, steal: 30 });
-        let now = MachineTicks::parse("cpu  300 5 90 900 10 1 2 130 0 0").expect("a cpu line");
-        assert_eq!(now.since(then), MachineTicks { total: 440, idle: 100, iowait: 0, steal: 100 });
-        assert_eq!(MachineTicks::parse("cpu0 1 2 3 4 5 6 7 8"), None, "one core's line, not the machine's");
-        assert_eq!(MachineTicks::parse("cpu  1 2 3"), None, "a kernel without steal accounting");
-        let read = MachineTicks::now().expect("Linux has /proc/stat");
-        assert!(read.total >= read.idle + read.iowait + read.steal);
     }
 
     #[test]

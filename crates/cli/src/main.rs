@@ -16,6 +16,7 @@ mod drain;
 mod home;
 mod load;
 mod local;
+mod machine;
 mod ops;
 mod provision;
 mod resilience;

@@ -3,8 +3,8 @@
 //! PostgreSQL, where the bench makes its own databases and drops them.
 //! It checks that the report is whole (every placed order delivered, the
 //! database's CPU counted, order's own histograms read on SQLite, every
-//! request in the samples file, the machine's stolen time), not the figures:
-//! those belong to the README.
+//! request in the samples file, the machine's stolen time and its disk's
+//! stalls), not the figures: those belong to the README.
 //!
 //! The service binaries must have been built next to `foodmesh`
 //! (`cargo build --workspace --bins`; scripts/test does it).
@@ -92,6 +92,18 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         assert!(stolen >= 0.0 && idle >= 0.0 && stolen + idle <= 100.0, "{machine}");
         assert!(windows[0]["machine"]["stolen_pct"].as_f64().is_some(), "{windows:?}");
         assert!(printed.contains("stolen by the hypervisor"), "{printed}");
+    }
+    // The disks are watched where the machine has one: its stalls (a well
+    // disk has none; a stalled one, each with its length) and, per window,
+    // the time they covered.
+    let has_disk = std::fs::read_dir("/sys/block")
+        .map(|dir| dir.filter_map(Result::ok).any(|d| d.path().join("device").exists()))
+        .unwrap_or(false);
+    if has_disk {
+        let stalls = report["disk_stalls"].as_array().expect("disk stalls watched");
+        assert!(stalls.iter().all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 100.0)), "{stalls:?}");
+        assert!(windows[0]["disk_stalled_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{windows:?}");
+        assert!(printed.contains("the disk: no stall") || printed.contains("the disk stalled"), "{printed}");
     }
 
     let processes: Vec<&str> = report["cpu"]
