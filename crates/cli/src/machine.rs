@@ -157,7 +157,8 @@ impl StallFinder {
 /// runtime cannot delay its readings) until [`DiskWatch::finish`].
 pub struct DiskWatch {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<DiskStall>>,
+    /// Taken by [`DiskWatch::finish`]; a watch dropped without it stops too.
+    thread: Option<JoinHandle<Vec<DiskStall>>>,
 }
 
 /// How often the disks are read: a stall is measured to within this.
@@ -205,13 +206,19 @@ impl DiskWatch {
                 finder.finish()
             })
             .ok()?;
-        Some(Self { stop, thread })
+        Some(Self { stop, thread: Some(thread) })
     }
 
     /// Stops watching; the stalls seen, by their start.
-    pub fn finish(self) -> Vec<DiskStall> {
+    pub fn finish(mut self) -> Vec<DiskStall> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        self.thread.take().and_then(|thread| thread.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for DiskWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

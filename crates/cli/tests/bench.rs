@@ -104,6 +104,10 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         assert!(stalls.iter().all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 100.0)), "{stalls:?}");
         assert!(windows[0]["disk_stalled_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{windows:?}");
         assert!(printed.contains("the disk: no stall") || printed.contains("the disk stalled"), "{printed}");
+        // And while the mesh started, before the load.
+        let at_start = report["start_disk_stalls"].as_array().expect("start-up watched");
+        assert!(at_start.iter().all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 100.0)), "{at_start:?}");
+        assert!(printed.contains("while they started, the disk"), "{printed}");
     }
 
     let processes: Vec<&str> = report["cpu"]
