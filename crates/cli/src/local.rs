@@ -237,7 +237,7 @@ fn pinning(index: usize) -> Option<(PathBuf, usize)> {
 /// fifth of its time idle; left free, nats-server mostly ran beside order,
 /// woken by it. Moved, PlaceOrder's whole-run p99 was lower in seven of
 /// twelve pairs of benchmark runs, and the median 10-second window's p99 in
-/// each of the three sets of four (README, Benchmark).
+/// each of the three sets of four (docs/benchmarks.md).
 fn nats_pinning() -> Option<(PathBuf, usize)> {
     let payment = SERVICES.iter().position(|(name, _, _)| *name == "payment")?;
     pinning(payment)

@@ -121,7 +121,7 @@ pub struct Database {
 /// First come first served, a request queued behind consumer batches and
 /// relay rounds and waited for each: at 500 orders/s PlaceOrder's writes
 /// waited 27-34 ms at p99 for the writer, against 4-8 ms for the writes
-/// themselves (README, Benchmark). So requests go first, and background work
+/// themselves (docs/benchmarks.md). So requests go first, and background work
 /// goes first only once it has waited [`BACKGROUND_MAX_WAIT`], which keeps it
 /// from starving when requests never stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

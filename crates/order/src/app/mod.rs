@@ -283,8 +283,7 @@ struct PlaceStages {
 /// A write of PlaceOrder: its attempt, recorded before payment is asked, or
 /// the paid order. Both kinds go to one group commit, so that requests at
 /// either step share each round's transaction and sync, rather than two
-/// group commits taking turns on the writer (measured in the README's
-/// Benchmark section).
+/// group commits taking turns on the writer (measured in docs/benchmarks.md).
 #[derive(Debug, Clone)]
 enum PlacingWrite {
     Attempt(NewAttempt),
