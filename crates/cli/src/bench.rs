@@ -400,9 +400,7 @@ pub async fn run(args: &BenchArgs) -> Result<()> {
     let outcome = match LocalMesh::start(&home, &options).await {
         Ok(mesh) => {
             let start_disk_stalls = start_watch.map(DiskWatch::finish);
-            let outcome = measure(&home, &mesh, args, step, metrics_port)
-                .await
-                .map(|(report, loaded)| (BenchReport { start_disk_stalls, ..report }, loaded));
+            let outcome = measure(&home, &mesh, args, step, metrics_port, start_disk_stalls).await;
             mesh.stop(&home).await;
             outcome
         }
@@ -431,6 +429,7 @@ async fn measure(
     args: &BenchArgs,
     step: Duration,
     metrics_port: Option<u16>,
+    start_disk_stalls: Option<Vec<DiskStall>>,
 ) -> Result<(BenchReport, HashMap<&'static str, f64>)> {
     let scrape = || async move {
         match metrics_port {
@@ -599,7 +598,7 @@ async fn measure(
         BenchReport {
             database: if args.postgres.is_some() { "postgres" } else { "sqlite" },
             services,
-            start_disk_stalls: None,
+            start_disk_stalls,
             baseline_health_checks_per_sec: baseline,
             load: report,
             slow_requests: SlowRequests::of(&samples, FLOOR_P99_MS),
