@@ -5,7 +5,10 @@
 //! - each service's time from spawn to SERVING, and its idle resident memory;
 //! - a same-run baseline: gRPC health checks at the same concurrency (the same
 //!   tonic stack with no work behind it), because this machine's speed drifts
-//!   by a quarter from one minute to the next and only ratios compare;
+//!   by a quarter from one minute to the next and only ratios compare; and
+//!   the disk on its own, the mesh idle: a page written and synced 100 times
+//!   a second ([`crate::machine::disk_baseline`]), which tells whether the
+//!   disk stalls this minute without the mesh's writes;
 //! - sustained load: PlaceOrder offered at a fixed rate (500/s by default)
 //!   with at most 32 in flight, latency from each request's scheduled time;
 //! - saga lag: from an order's PlaceOrder reply to its `store.v1.order.delivered`
@@ -39,7 +42,9 @@ use crate::{
     home::Home,
     load::{self, LoadArgs, LoadReport, Percentiles, Sample},
     local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
-    machine::{DiskStall, DiskWatch, MachineTicks, SHORTEST_STALL},
+    machine::{
+        BASELINE_SYNCS_PER_SEC, DiskBaseline, DiskStall, DiskWatch, MachineTicks, SHORTEST_STALL, SLOW_SYNC, disk_baseline,
+    },
 };
 
 /// What to measure.
@@ -54,6 +59,11 @@ pub struct BenchArgs {
     /// The most requests in flight.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// How long the disk is measured on its own before the load, the mesh
+    /// idle, in seconds (0 skips it): a page written and synced 100 times a
+    /// second beside the services' files.
+    #[arg(long, default_value_t = 10)]
+    pub disk_baseline_secs: u64,
     /// How long the closed-loop capacity run lasts, in seconds (0 skips it).
     #[arg(long, default_value_t = 20)]
     pub capacity_secs: u64,
@@ -252,6 +262,9 @@ struct BenchReport {
     /// service's migrations wait for the disk before it reports SERVING.
     start_disk_stalls: Option<Vec<DiskStall>>,
     baseline_health_checks_per_sec: f64,
+    /// The disk on its own, the mesh idle, just before the load; `None` when
+    /// skipped or when it could not write.
+    disk_baseline: Option<DiskBaseline>,
     load: LoadReport,
     /// Where its slow requests were; `None` when none was over the floor.
     slow_requests: Option<SlowRequests>,
@@ -458,6 +471,7 @@ async fn measure(
     let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel();
     eprintln!("bench: baseline, gRPC health checks at {} in flight for 5 s", args.concurrency);
     let baseline = load::health_baseline(&mesh.endpoints.order, args.concurrency, Duration::from_secs(5)).await?;
+    let disk_baseline = measure_disk(home.root(), args.disk_baseline_secs).await;
     let load_args =
         LoadArgs { rate: Some(args.rate), ..LoadArgs::closed_loop(args.concurrency, args.duration_secs, load::Scenario::Place) };
     // Every process of the mesh, NATS included, and this load generator.
@@ -600,6 +614,7 @@ async fn measure(
             services,
             start_disk_stalls,
             baseline_health_checks_per_sec: baseline,
+            disk_baseline,
             load: report,
             slow_requests: SlowRequests::of(&samples, FLOOR_P99_MS),
             load_windows,
@@ -660,6 +675,9 @@ fn print(r: &BenchReport) {
     }
     println!("\n== same-run baseline ==");
     println!("gRPC health checks at the same concurrency: {:.0}/s (this machine, this minute)", r.baseline_health_checks_per_sec);
+    if let Some(disk) = &r.disk_baseline {
+        println!("{}", disk_baseline_line(disk));
+    }
     println!("\n== PlaceOrder, sustained (open loop; latency from each request's scheduled time) ==");
     load::print_report(&r.load);
     for w in &r.load_windows {
@@ -752,6 +770,16 @@ fn print(r: &BenchReport) {
             disk_stalls_line(stalls)
         );
     }
+    if let Some(disk) = r.disk_baseline.as_ref().filter(|d| unmet(P99_FLOOR) && disk_was_slow(d)) {
+        println!(
+            "note: before the load, with the mesh idle, the disk was slow on its own ({} of {} syncs over {} ms, \
+             the longest {:.0} ms): it stalls this minute with a few KiB a second to write, not only under the mesh's writes",
+            disk.slow_syncs,
+            disk.syncs,
+            SLOW_SYNC.as_millis(),
+            disk.sync_ms.max
+        );
+    }
     if let Some(stalls) = r.start_disk_stalls.as_ref().filter(|s| unmet(SERVING_FLOOR) && !s.is_empty()) {
         println!(
             "note: while the services started {}; a service reports SERVING once its migrations \
@@ -759,6 +787,48 @@ fn print(r: &BenchReport) {
             disk_stalls_line(stalls)
         );
     }
+}
+
+/// The disk baseline, writing as it goes; `None` (and a word why) when it
+/// cannot write.
+async fn measure_disk(dir: &std::path::Path, secs: u64) -> Option<DiskBaseline> {
+    if secs == 0 {
+        return None;
+    }
+    eprintln!("bench: baseline, the disk alone: a page written and synced {BASELINE_SYNCS_PER_SEC} times a second for {secs} s");
+    let dir = dir.to_owned();
+    match tokio::task::spawn_blocking(move || disk_baseline(&dir, Duration::from_secs(secs))).await {
+        Ok(Ok(disk)) => Some(disk),
+        Ok(Err(err)) => {
+            eprintln!("bench: the disk baseline could not write ({err}); left out");
+            None
+        }
+        Err(err) => {
+            eprintln!("bench: the disk baseline stopped ({err}); left out");
+            None
+        }
+    }
+}
+
+/// Whether the disk, on its own, took longer than [`SLOW_SYNC`] for a sync
+/// or stalled.
+fn disk_was_slow(disk: &DiskBaseline) -> bool {
+    disk.slow_syncs > 0 || disk.stalls.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+/// The disk baseline in one line.
+fn disk_baseline_line(d: &DiskBaseline) -> String {
+    let stalls = d.stalls.as_deref().map_or_else(String::new, |s| format!("; {}", disk_stalls_line(s)));
+    format!(
+        "the disk alone, the mesh idle: {} syncs of a 4 KiB write in {:.1} s: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} over {} ms{stalls}",
+        d.syncs,
+        d.secs,
+        d.sync_ms.p50,
+        d.sync_ms.p99,
+        d.sync_ms.max,
+        d.slow_syncs,
+        SLOW_SYNC.as_millis()
+    )
 }
 
 /// The disks' stalls in one line.
@@ -874,6 +944,7 @@ mod tests {
                 })
                 .collect(),
             baseline_health_checks_per_sec: 40_000.0,
+            disk_baseline: None,
             load: LoadReport {
                 transactions: 30_000,
                 successes: 30_000,
@@ -1019,6 +1090,31 @@ mod tests {
             disk_stalls_line(&[stall(2.0, 120.0), stall(31.5, 410.0)]),
             "the disk stalled 2 times for 100 ms or more (requests held, none completed): longest 410 ms, 530 ms in all"
         );
+    }
+
+    #[test]
+    fn the_disk_baseline_is_told_in_one_line_and_slow_by_a_sync_or_a_stall() {
+        let ms = |p50, p99, max| Percentiles { mean: p50, p50, p90: p99, p99, max };
+        let well = DiskBaseline { syncs: 1000, secs: 10.0, sync_ms: ms(0.38, 0.98, 18.4), slow_syncs: 0, stalls: Some(vec![]) };
+        assert_eq!(
+            disk_baseline_line(&well),
+            "the disk alone, the mesh idle: 1000 syncs of a 4 KiB write in 10.0 s: p50 0.38 ms, p99 0.98 ms, \
+             max 18.4 ms, 0 over 50 ms; the disk: no stall of 100 ms or more (requests held, none completed)"
+        );
+        assert!(!disk_was_slow(&well));
+        // Not watched (no disk device): the line ends with the syncs.
+        let unwatched = DiskBaseline { stalls: None, ..well.clone() };
+        assert!(disk_baseline_line(&unwatched).ends_with("0 over 50 ms"));
+        assert!(!disk_was_slow(&unwatched));
+        let slow_sync = DiskBaseline { sync_ms: ms(0.4, 1.1, 476.0), slow_syncs: 3, ..well.clone() };
+        assert!(disk_was_slow(&slow_sync));
+        assert!(disk_baseline_line(&slow_sync).contains("max 476.0 ms, 3 over 50 ms"));
+        let stall = DiskStall { device: "vda".to_owned(), from_secs: 4.2, ms: 120.0 };
+        let stalled = DiskBaseline { stalls: Some(vec![stall]), ..well };
+        assert!(disk_was_slow(&stalled));
+        assert!(disk_baseline_line(&stalled).ends_with(
+            "the disk stalled 1 time for 100 ms or more (requests held, none completed): longest 120 ms, 120 ms in all"
+        ));
     }
 
     #[test]

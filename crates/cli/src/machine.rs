@@ -11,9 +11,16 @@
 //!   for 400 ms holds back every PlaceOrder due in those 400 ms and the
 //!   queue behind them: with at most 32 in flight at 500/s, one such stall
 //!   is already over 1 % of a 60-second run.
+//! - [`disk_baseline`]: the disk on its own, the same minute, before the
+//!   load: small writes synced at a slow, steady pace. A disk that stalls
+//!   then, with a few KiB a second to write, does not stall because of the
+//!   mesh's writes; one that is well then and stalls under the load may.
 
 use std::{
     collections::HashMap,
+    fs::OpenOptions,
+    os::unix::fs::FileExt,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -23,6 +30,8 @@ use std::{
 };
 
 use serde::Serialize;
+
+use crate::load::Percentiles;
 
 /// The machine's time so far, all cores together, in clock ticks, from the
 /// first line of `/proc/stat` (Linux; `None` elsewhere).
@@ -222,6 +231,79 @@ impl Drop for DiskWatch {
     }
 }
 
+/// How often [`disk_baseline`] writes and syncs: as often as a lightly used
+/// service commits, far below what the mesh asks of the disk under the
+/// load (about 1,600 syncs and 80 MB a second at 500 orders/s).
+pub const BASELINE_SYNCS_PER_SEC: u32 = 100;
+
+/// A sync slower than this, alone, already makes a PlaceOrder miss the p99
+/// floor: each one waits for two commits of its own and payment's.
+pub const SLOW_SYNC: Duration = Duration::from_millis(50);
+
+/// The bytes of each write: one SQLite page.
+const BASELINE_WRITE: usize = 4096;
+
+/// The file's size in writes: the writes go round it, overwriting, as
+/// SQLite's WAL does between checkpoints.
+const BASELINE_PAGES: u64 = 256;
+
+/// What the disk did on its own in [`disk_baseline`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskBaseline {
+    /// Writes made, each synced before the next.
+    pub syncs: usize,
+    /// How long it took, in seconds.
+    pub secs: f64,
+    /// Each write and its sync, together.
+    pub sync_ms: Percentiles,
+    /// How many took longer than [`SLOW_SYNC`].
+    pub slow_syncs: usize,
+    /// The disks' stalls meanwhile (see [`DiskWatch`]), timed from the
+    /// first write; `None` where they could not be watched.
+    pub stalls: Option<Vec<DiskStall>>,
+}
+
+/// Writes one page at a time to a file in `dir` and syncs it (`fsync`, as
+/// SQLite does), [`BASELINE_SYNCS_PER_SEC`] times a second for `duration`,
+/// while the disks are watched. Each write is due at its place in the pace,
+/// so a slow sync delays the ones after it as a stalled disk delays commits.
+/// The file is removed afterwards. Blocking: call it off the runtime.
+pub fn disk_baseline(dir: &Path, duration: Duration) -> std::io::Result<DiskBaseline> {
+    let path = dir.join("disk-baseline.tmp");
+    let result = sync_at_pace(&path, duration);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn sync_at_pace(path: &Path, duration: Duration) -> std::io::Result<DiskBaseline> {
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+    let page = [0x5a_u8; BASELINE_WRITE];
+    // The whole file written and synced first, so that what is timed are
+    // overwrites of allocated blocks, not the file growing.
+    for i in 0..BASELINE_PAGES {
+        file.write_all_at(&page, i * BASELINE_WRITE as u64)?;
+    }
+    file.sync_all()?;
+    let count = (duration.as_secs_f64() * f64::from(BASELINE_SYNCS_PER_SEC)).round() as u64;
+    let started = Instant::now();
+    let watch = DiskWatch::start(started);
+    let mut times = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for n in 0..count {
+        let due = started + Duration::from_secs_f64(n as f64 / f64::from(BASELINE_SYNCS_PER_SEC));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let began = Instant::now();
+        file.write_all_at(&page, (n % BASELINE_PAGES) * BASELINE_WRITE as u64)?;
+        file.sync_all()?;
+        times.push(began.elapsed());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let stalls = watch.map(DiskWatch::finish);
+    let slow_syncs = times.iter().filter(|t| **t > SLOW_SYNC).count();
+    Ok(DiskBaseline { syncs: times.len(), secs, sync_ms: Percentiles::of(&mut times), slow_syncs, stalls })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +374,21 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             assert!(watch.finish().iter().all(|s| s.ms >= 100.0));
         }
+    }
+
+    #[test]
+    fn the_disk_baseline_syncs_at_its_pace_and_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let baseline = disk_baseline(dir.path(), Duration::from_millis(300)).expect("the disk takes writes");
+        // 100 a second for 0.3 s, paced: the 30th is due at 0.29 s.
+        assert_eq!(baseline.syncs, 30);
+        assert!(baseline.secs >= 0.29, "{baseline:?}");
+        let ms = &baseline.sync_ms;
+        assert!(ms.p50 > 0.0 && ms.p50 <= ms.p99 && ms.p99 <= ms.max, "{baseline:?}");
+        assert_eq!(baseline.slow_syncs > 0, ms.max > SLOW_SYNC.as_secs_f64() * 1000.0, "{baseline:?}");
+        if let Some(stalls) = &baseline.stalls {
+            assert!(stalls.iter().all(|s| s.ms >= 100.0), "{stalls:?}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "the probe's file is removed");
     }
 }

@@ -3,8 +3,8 @@
 //! PostgreSQL, where the bench makes its own databases and drops them.
 //! It checks that the report is whole (every placed order delivered, the
 //! database's CPU counted, order's own histograms read on SQLite, every
-//! request in the samples file, the machine's stolen time and its disk's
-//! stalls), not the figures: those belong to the README.
+//! request in the samples file, the machine's stolen time, its disk's
+//! stalls and the disk measured alone), not the figures: those belong to the README.
 //!
 //! The service binaries must have been built next to `foodmesh`
 //! (`cargo build --workspace --bins`; scripts/test does it).
@@ -39,6 +39,8 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         "40",
         "--capacity-secs",
         "0",
+        "--disk-baseline-secs",
+        "1",
         "--kitchen-step-ms",
         "20",
         "--base-port",
@@ -104,6 +106,12 @@ async fn a_short_bench_delivers_every_order_and_leaves_no_database_behind() {
         assert!(stalls.iter().all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 100.0)), "{stalls:?}");
         assert!(windows[0]["disk_stalled_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{windows:?}");
         assert!(printed.contains("the disk: no stall") || printed.contains("the disk stalled"), "{printed}");
+        // On its own before the load: 100 syncs in the second, each timed.
+        let disk = &report["disk_baseline"];
+        assert_eq!(disk["syncs"].as_u64(), Some(100), "{disk}");
+        assert!(disk["sync_ms"]["p50"].as_f64().is_some_and(|ms| ms > 0.0), "{disk}");
+        assert!(disk["stalls"].as_array().is_some(), "{disk}");
+        assert!(printed.contains("the disk alone, the mesh idle: 100 syncs"), "{printed}");
         // And while the mesh started, before the load.
         let at_start = report["start_disk_stalls"].as_array().expect("start-up watched");
         assert!(at_start.iter().all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 100.0)), "{at_start:?}");
