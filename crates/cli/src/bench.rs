@@ -773,7 +773,7 @@ fn print(r: &BenchReport) {
     if let Some(disk) = r.disk_baseline.as_ref().filter(|d| unmet(P99_FLOOR) && disk_was_slow(d)) {
         println!(
             "note: before the load, with the mesh idle, the disk was slow on its own ({} of {} syncs over {} ms, \
-             the longest {:.0} ms): it stalls this minute with a few KiB a second to write, not only under the mesh's writes",
+             the longest {:.0} ms): it stalls this minute with 400 KiB a second to write, not only under the mesh's writes",
             disk.slow_syncs,
             disk.syncs,
             SLOW_SYNC.as_millis(),

@@ -13,7 +13,7 @@
 //!   is already over 1 % of a 60-second run.
 //! - [`disk_baseline`]: the disk on its own, the same minute, before the
 //!   load: small writes synced at a slow, steady pace. A disk that stalls
-//!   then, with a few KiB a second to write, does not stall because of the
+//!   then, with 400 KiB a second to write, does not stall because of the
 //!   mesh's writes; one that is well then and stalls under the load may.
 
 use std::{
@@ -237,7 +237,8 @@ impl Drop for DiskWatch {
 pub const BASELINE_SYNCS_PER_SEC: u32 = 100;
 
 /// A sync slower than this, alone, already makes a PlaceOrder miss the p99
-/// floor: each one waits for two commits of its own and payment's.
+/// floor: each one waits for three commits in turn (two of order's and one
+/// of payment's), each with its sync.
 pub const SLOW_SYNC: Duration = Duration::from_millis(50);
 
 /// The bytes of each write: one SQLite page.
