@@ -43,7 +43,8 @@ use crate::{
     load::{self, LoadArgs, LoadReport, Percentiles, Sample},
     local::{LocalMesh, LocalOptions, core_wait, cpu_time, rss_bytes, service_names},
     machine::{
-        BASELINE_SYNCS_PER_SEC, DiskBaseline, DiskStall, DiskWatch, MachineTicks, SHORTEST_STALL, SLOW_SYNC, disk_baseline,
+        BASELINE_SYNCS_PER_SEC, BASELINE_WRITE, DiskBaseline, DiskStall, DiskWatch, MachineTicks, SHORTEST_STALL, SLOW_SYNC,
+        disk_baseline,
     },
 };
 
@@ -773,11 +774,12 @@ fn print(r: &BenchReport) {
     if let Some(disk) = r.disk_baseline.as_ref().filter(|d| unmet(P99_FLOOR) && disk_was_slow(d)) {
         println!(
             "note: before the load, with the mesh idle, the disk was slow on its own ({} of {} syncs over {} ms, \
-             the longest {:.0} ms): it stalls this minute with 400 KiB a second to write, not only under the mesh's writes",
+             the longest {:.0} ms): it stalls this minute with {} KiB a second to write, not only under the mesh's writes",
             disk.slow_syncs,
             disk.syncs,
             SLOW_SYNC.as_millis(),
-            disk.sync_ms.max
+            disk.sync_ms.max,
+            BASELINE_WRITE * BASELINE_SYNCS_PER_SEC as usize / 1024
         );
     }
     if let Some(stalls) = r.start_disk_stalls.as_ref().filter(|s| unmet(SERVING_FLOOR) && !s.is_empty()) {
@@ -820,8 +822,9 @@ fn disk_was_slow(disk: &DiskBaseline) -> bool {
 fn disk_baseline_line(d: &DiskBaseline) -> String {
     let stalls = d.stalls.as_deref().map_or_else(String::new, |s| format!("; {}", disk_stalls_line(s)));
     format!(
-        "the disk alone, the mesh idle: {} syncs of a 4 KiB write in {:.1} s: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} over {} ms{stalls}",
+        "the disk alone, the mesh idle: {} syncs of a {} KiB write in {:.1} s: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} over {} ms{stalls}",
         d.syncs,
+        BASELINE_WRITE / 1024,
         d.secs,
         d.sync_ms.p50,
         d.sync_ms.p99,

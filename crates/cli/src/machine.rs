@@ -242,7 +242,7 @@ pub const BASELINE_SYNCS_PER_SEC: u32 = 100;
 pub const SLOW_SYNC: Duration = Duration::from_millis(50);
 
 /// The bytes of each write: one SQLite page.
-const BASELINE_WRITE: usize = 4096;
+pub const BASELINE_WRITE: usize = 4096;
 
 /// The file's size in writes: the writes go round it, overwriting, as
 /// SQLite's WAL does between checkpoints.
