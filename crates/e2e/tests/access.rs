@@ -251,19 +251,34 @@ fn tool(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
     let mesh = Mesh::start().await;
-    for (service, name) in [
-        (Service::Order, "foodmesh.order.v1.OrderService"),
-        (Service::Payment, "foodmesh.payment.v1.PaymentService"),
-        (Service::Store, "foodmesh.store.v1.StoreService"),
-        (Service::Notification, "foodmesh.notification.v1.NotificationService"),
+    for (service, name, also) in [
+        (Service::Order, "foodmesh.order.v1.OrderService", Some("foodmesh.order.v1.CircuitService")),
+        (Service::Payment, "foodmesh.payment.v1.PaymentService", Some("foodmesh.payment.v1.FaultService")),
+        (Service::Store, "foodmesh.store.v1.StoreService", None),
+        (Service::Notification, "foodmesh.notification.v1.NotificationService", None),
     ] {
         let addr = mesh.addr(service).to_string();
-        // grpcurl 1.8 speaks reflection v1alpha only.
+        // grpcurl 1.8 speaks reflection v1alpha only. Each port lists what it
+        // serves and nothing else: another service's name there would only
+        // lead a caller to UNIMPLEMENTED.
         let listed =
             Command::new(tool("grpcurl")).args(["-plaintext", &addr, "list"]).output().expect("grpcurl runs (scripts/bootstrap)");
         let listed = String::from_utf8_lossy(&listed.stdout);
-        assert!(listed.lines().any(|l| l == name), "grpcurl lists {name}: {listed}");
-        assert!(listed.lines().any(|l| l == "grpc.health.v1.Health"), "{listed}");
+        let mut expected = vec![
+            name,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        expected.extend(also);
+        expected.sort_unstable();
+        assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "grpcurl list on {name}'s port");
+        // And the other reflection version is described through this one.
+        let described = Command::new(tool("grpcurl"))
+            .args(["-plaintext", &addr, "describe", "grpc.reflection.v1.ServerReflection"])
+            .output()
+            .expect("grpcurl runs");
+        assert!(String::from_utf8_lossy(&described.stdout).contains("rpc ServerReflectionInfo"), "{described:?}");
 
         // buf curl asks for reflection v1 first.
         let url = format!("http://{addr}/grpc.health.v1.Health/Check");

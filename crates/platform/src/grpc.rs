@@ -297,14 +297,8 @@ impl GrpcHost {
         // or NATS) is the startup probe's business, not a reason to restart.
         readiness.set_alive(true).await;
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection(&self.services).build_v1()?;
+        let reflection_v1alpha = reflection(&self.services).build_v1alpha()?;
         self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
 
         let gate = ReadinessGateLayer { open: readiness.open.clone() };
@@ -337,6 +331,25 @@ impl GrpcHost {
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
         Ok((readiness, tokio::spawn(server)))
     }
+}
+
+/// The services reflection lists on this port.
+const INFRASTRUCTURE_SERVICES: [&str; 3] =
+    ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+
+/// A reflection builder that lists exactly the services this port serves.
+/// The descriptor set holds every foodmesh contract (types are shared across
+/// files), and by default reflection lists every service in it: a `grpcurl
+/// list` on payment's port would offer OrderService, which answers
+/// UNIMPLEMENTED there. Both reflection versions' files are registered in both
+/// builders, so either version can describe the other.
+fn reflection(services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    services.iter().chain(INFRASTRUCTURE_SERVICES.iter()).fold(builder, |builder, name| builder.with_service_name(*name))
 }
 
 /// Answers UNAVAILABLE to application RPCs until the service is ready; health
