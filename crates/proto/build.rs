@@ -1,6 +1,6 @@
 //! Generates the Rust code for every contract under `proto/` with the protoc
 //! shipped by `protoc-bin-vendored`, so a fresh machine needs no system protoc.
-use std::{env, io, path::PathBuf};
+use std::{env, io, path::PathBuf, process::Command};
 
 fn main() -> io::Result<()> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../proto");
@@ -20,6 +20,25 @@ fn main() -> io::Result<()> {
     let well_known = protoc_bin_vendored::include_path().map_err(io::Error::other)?;
     let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
     let descriptor = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("foodmesh_descriptor.bin");
+
+    // The standard error details every error carries, as descriptors only
+    // (tonic-types has the Rust types): reflection serves them so that grpcurl
+    // and `buf curl` can decode a status's details.
+    let third_party = root.join("../third_party/googleapis");
+    let details = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("error_details_descriptor.bin");
+    let compiled = Command::new(&protoc)
+        .arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", details.display()))
+        .arg("-I")
+        .arg(&third_party)
+        .arg("-I")
+        .arg(&well_known)
+        .arg("google/rpc/error_details.proto")
+        .status()?;
+    if !compiled.success() {
+        return Err(io::Error::other(format!("protoc failed on google/rpc/error_details.proto: {compiled}")));
+    }
+    println!("cargo:rerun-if-changed={}", third_party.display());
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);

@@ -309,4 +309,21 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
         .expect("grpcurl runs");
     let menu = String::from_utf8_lossy(&menu.stdout);
     assert!(menu.contains("\"menuItemId\": \"bulgogi\"") && menu.contains("\"amountMinor\": \"18000\""), "{menu}");
+
+    // An error's details are decoded too: reflection serves google.rpc's types.
+    let refused = Command::new(tool("grpcurl"))
+        .args(["-plaintext", "-H", &format!("authorization: {token}"), "-d"])
+        .arg(r#"{"request_id":"r-1","store_id":"seoul-bbq","lines":[{"menu_item_id":"bulgogi","quantity":0}],"delivery_address":"1 Main St","payment_token":"tok_visa"}"#)
+        .arg(mesh.addr(Service::Order).to_string())
+        .arg("foodmesh.order.v1.OrderService/PlaceOrder")
+        .output()
+        .expect("grpcurl runs");
+    let refused = String::from_utf8_lossy(&refused.stderr);
+    for shown in [
+        "Code: InvalidArgument",
+        r#"{"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"order.foodmesh.dev","reason":"INVALID_REQUEST"}"#,
+        r#"{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"lines[0].quantity","description":"must be 1 to 20"}]}"#,
+    ] {
+        assert!(refused.contains(shown), "grpcurl shows {shown}: {refused}");
+    }
 }

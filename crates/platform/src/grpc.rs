@@ -342,10 +342,13 @@ const INFRASTRUCTURE_SERVICES: [&str; 3] =
 /// files), and by default reflection lists every service in it: a `grpcurl
 /// list` on payment's port would offer OrderService, which answers
 /// UNIMPLEMENTED there. Both reflection versions' files are registered in both
-/// builders, so either version can describe the other.
+/// builders, so either version can describe the other, and so are the error
+/// details, so a reflection client decodes an error's `ErrorInfo` and
+/// `BadRequest` instead of printing their bytes.
 fn reflection(services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(foodmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(foodmesh_proto::ERROR_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);

@@ -51,3 +51,9 @@ pub mod notification {
 /// registered with server reflection so grpcurl and `buf curl` need no local
 /// proto files.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("foodmesh_descriptor");
+
+/// The encoded `FileDescriptorSet` of `google/rpc/error_details.proto` (and
+/// its import): the `ErrorInfo`, `BadRequest` and `RetryInfo` in every error's
+/// details. Registered with server reflection beside [`FILE_DESCRIPTOR_SET`],
+/// so a reflection client decodes the details instead of printing bytes.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("error_details_descriptor");
