@@ -23,7 +23,7 @@ fn main() -> io::Result<()> {
 
     // The standard error details every error carries, as descriptors only
     // (tonic-types has the Rust types): reflection serves them so that grpcurl
-    // and `buf curl` can decode a status's details.
+    // can decode a status's details.
     let third_party = root.join("../third_party/googleapis");
     let details = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("error_details_descriptor.bin");
     let compiled = Command::new(&protoc)

@@ -333,7 +333,8 @@ impl GrpcHost {
     }
 }
 
-/// The services reflection lists on this port.
+/// The services every port serves beside its application's (added in
+/// [`GrpcHost::spawn`]), which reflection lists with them.
 const INFRASTRUCTURE_SERVICES: [&str; 3] =
     ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
 
