@@ -156,6 +156,10 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
     }
     for db in ["order", "payment", "store", "notification"] {
         assert!(home.path().join(format!("data/{db}.db")).exists(), "{db}.db is kept");
+        // Plain text in the log files: no terminal colour codes.
+        let log = std::fs::read_to_string(home.path().join(format!("logs/{db}.log"))).expect("the service's log");
+        assert!(log.lines().any(|l| l.contains(" INFO ")), "{db}.log has its lines:\n{log}");
+        assert!(!log.contains('\u{1b}'), "{db}.log has no escape codes:\n{log}");
     }
 
     // Second run on the same home: stays up until Ctrl-C (SIGINT).

@@ -16,7 +16,7 @@
 //! This module is the one place that knows OpenTelemetry: the rest of the
 //! code passes `traceparent` strings and `tracing` spans.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::IsTerminal as _};
 
 use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
@@ -82,7 +82,9 @@ pub fn install(service: &'static str, provider: &SdkTracerProvider) -> bool {
     let logs = if json {
         fmt::layer().json().with_current_span(false).with_span_list(true).boxed()
     } else {
-        fmt::layer().with_target(false).boxed()
+        // Colours only on a terminal: in a file, `kubectl logs` or a log
+        // collector, escape codes are noise around every field.
+        fmt::layer().with_target(false).with_ansi(std::io::stdout().is_terminal()).boxed()
     };
     // Each layer has its own filter: a quiet RUST_LOG (say `warn`) must not
     // switch off the request and event spans traces are made of.
