@@ -19,13 +19,14 @@ fn main() -> io::Result<()> {
     .map(|p| root.join(p));
     let well_known = protoc_bin_vendored::include_path().map_err(io::Error::other)?;
     let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
-    let descriptor = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("foodmesh_descriptor.bin");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let descriptor = out_dir.join("foodmesh_descriptor.bin");
 
     // The standard error details every error carries, as descriptors only
     // (tonic-types has the Rust types): reflection serves them so that grpcurl
     // can decode a status's details.
     let third_party = root.join("../third_party/googleapis");
-    let details = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("error_details_descriptor.bin");
+    let details = out_dir.join("error_details_descriptor.bin");
     let compiled = Command::new(&protoc)
         .arg("--include_imports")
         .arg(format!("--descriptor_set_out={}", details.display()))
