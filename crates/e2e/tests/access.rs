@@ -248,6 +248,11 @@ fn tool(name: &str) -> PathBuf {
     workspace_root().join(".tools/bin").join(name)
 }
 
+/// `grpcurl -plaintext ARGS...`, run to its end.
+fn grpcurl(args: &[&str]) -> std::process::Output {
+    Command::new(tool("grpcurl")).arg("-plaintext").args(args).output().expect("grpcurl runs (scripts/bootstrap)")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
     let mesh = Mesh::start().await;
@@ -261,8 +266,7 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
         // grpcurl 1.8 speaks reflection v1alpha only. Each port lists what it
         // serves and nothing else: another service's name there would only
         // lead a caller to UNIMPLEMENTED.
-        let listed =
-            Command::new(tool("grpcurl")).args(["-plaintext", &addr, "list"]).output().expect("grpcurl runs (scripts/bootstrap)");
+        let listed = grpcurl(&[&addr, "list"]);
         let listed = String::from_utf8_lossy(&listed.stdout);
         let mut expected = vec![
             name,
@@ -274,10 +278,7 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
         expected.sort_unstable();
         assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "grpcurl list on {name}'s port");
         // And the other reflection version is described through this one.
-        let described = Command::new(tool("grpcurl"))
-            .args(["-plaintext", &addr, "describe", "grpc.reflection.v1.ServerReflection"])
-            .output()
-            .expect("grpcurl runs");
+        let described = grpcurl(&[&addr, "describe", "grpc.reflection.v1.ServerReflection"]);
         assert!(String::from_utf8_lossy(&described.stdout).contains("rpc ServerReflectionInfo"), "{described:?}");
 
         // buf curl asks for reflection v1 first.
@@ -300,24 +301,23 @@ async fn grpcurl_and_buf_curl_find_every_service_by_reflection_and_call_it() {
         assert!(body.contains("SERVING"), "buf curl health of {name}: {body} {}", String::from_utf8_lossy(&health.stderr));
     }
 
-    let token = mesh.customer("erin");
-    let menu = Command::new(tool("grpcurl"))
-        .args(["-plaintext", "-H", &format!("authorization: {token}"), "-d", r#"{"store_id":"seoul-bbq"}"#])
-        .arg(mesh.addr(Service::Store).to_string())
-        .arg("foodmesh.store.v1.StoreService/GetMenu")
-        .output()
-        .expect("grpcurl runs");
+    let authorization = format!("authorization: {}", mesh.customer("erin"));
+    let store = mesh.addr(Service::Store).to_string();
+    let menu =
+        grpcurl(&["-H", &authorization, "-d", r#"{"store_id":"seoul-bbq"}"#, &store, "foodmesh.store.v1.StoreService/GetMenu"]);
     let menu = String::from_utf8_lossy(&menu.stdout);
     assert!(menu.contains("\"menuItemId\": \"bulgogi\"") && menu.contains("\"amountMinor\": \"18000\""), "{menu}");
 
     // An error's details are decoded too: reflection serves google.rpc's types.
-    let refused = Command::new(tool("grpcurl"))
-        .args(["-plaintext", "-H", &format!("authorization: {token}"), "-d"])
-        .arg(r#"{"request_id":"r-1","store_id":"seoul-bbq","lines":[{"menu_item_id":"bulgogi","quantity":0}],"delivery_address":"1 Main St","payment_token":"tok_visa"}"#)
-        .arg(mesh.addr(Service::Order).to_string())
-        .arg("foodmesh.order.v1.OrderService/PlaceOrder")
-        .output()
-        .expect("grpcurl runs");
+    let order = mesh.addr(Service::Order).to_string();
+    let refused = grpcurl(&[
+        "-H",
+        &authorization,
+        "-d",
+        r#"{"request_id":"r-1","store_id":"seoul-bbq","lines":[{"menu_item_id":"bulgogi","quantity":0}],"delivery_address":"1 Main St","payment_token":"tok_visa"}"#,
+        &order,
+        "foodmesh.order.v1.OrderService/PlaceOrder",
+    ]);
     let refused = String::from_utf8_lossy(&refused.stderr);
     for shown in [
         "Code: InvalidArgument",
