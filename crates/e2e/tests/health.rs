@@ -7,6 +7,9 @@
 //!   NOT_SERVING once the database has been unreachable past the threshold,
 //!   and when a background worker dies; readiness is untouched by the latter.
 //!
+//! - while it cannot reach its database or NATS, the reason it logs names
+//!   which one and why, and no password.
+//!
 //! The database outage needs a server that can refuse connections, so this
 //! always runs on PostgreSQL (the private test cluster when none is given).
 
@@ -16,7 +19,9 @@ use foodmesh_platform::{
     db::Backend,
     grpc::{GrpcHost, ServerSettings},
     health::LIVENESS,
+    infra::Infra,
     lifecycle::{self, Workers},
+    messaging::PAYMENT_EVENTS,
     testing::{NatsServer, TestDatabases, TestKeys, eventually, postgres_admin_url, service_env},
 };
 use sqlx::{Connection, Executor};
@@ -125,4 +130,40 @@ async fn a_worker_that_dies_fails_liveness_and_leaves_readiness_alone() {
     wait_for(addr, LIVENESS, ServingStatus::NotServing).await;
     assert_eq!(status(addr, "").await, ServingStatus::Serving, "a dead worker is liveness's business");
     running.stop().await.expect("stops cleanly");
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_reach_its_database_or_nats_says_which_and_why() {
+    let (db_port, nats_port) = (closed_port(), closed_port());
+    let keys = TestKeys::new();
+    let mut env = service_env(
+        &format!("postgres://foodmesh:hunter2@127.0.0.1:{db_port}/payment"),
+        &format!("nats://foodmesh:hunter2@127.0.0.1:{nats_port}"),
+        &keys,
+    );
+    env.push(("FOODMESH_DATABASE__ACQUIRE_TIMEOUT_MS".to_owned(), "500".to_owned()));
+    let settings = foodmesh_payment::Settings::from_env_pairs(env).expect("settings");
+    // What a service's start-up does first (and retries, logging each error).
+    let infra = Infra::connect(&settings.common, "payment").await.expect("connects lazily");
+    let migrations = foodmesh_payment::db::migrations();
+    let (migrated, streams) = tokio::join!(infra.db.migrate(&migrations), infra.ensure_streams(&[PAYMENT_EVENTS]));
+
+    // The pool alone would say "pool timed out while waiting for an open connection".
+    let db_error = migrated.expect_err("no database listens there").to_string();
+    assert!(db_error.starts_with("cannot connect to the database: "), "{db_error}");
+    assert!(db_error.contains("Connection refused"), "the cause is named: {db_error}");
+    // JetStream alone would say "jetstream request timed out".
+    let nats_error = streams.expect_err("no NATS listens there").to_string();
+    assert!(
+        nats_error.starts_with(&format!("NATS at nats://127.0.0.1:{nats_port} is not connected")),
+        "the server is named: {nats_error}"
+    );
+    for error in [&db_error, &nats_error] {
+        assert!(!error.contains("hunter2"), "a password in a log line: {error}");
+    }
 }

@@ -9,7 +9,7 @@ use foodmesh_platform::{
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
-    messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
+    messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_EVENTS},
 };
 use foodmesh_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use serde::Deserialize;
@@ -102,7 +102,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
+            infra.ensure_streams(&[ORDER_EVENTS, STORE_EVENTS, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
             let [orders, store, payments] = events::consumers(&common.consumer);
             let js = &infra.js;

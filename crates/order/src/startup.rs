@@ -10,7 +10,7 @@ use foodmesh_platform::{
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
-    messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
+    messaging::{ORDER_EVENTS, PAYMENT_EVENTS, STORE_CATALOG, STORE_EVENTS},
 };
 use foodmesh_proto::order::v1::{circuit_service_server::CircuitServiceServer, order_service_server::OrderServiceServer};
 use serde::Deserialize;
@@ -170,7 +170,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
+            infra.ensure_streams(&[ORDER_EVENTS, STORE_EVENTS, STORE_CATALOG, PAYMENT_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
             let [catalog, kitchen, payment, captures] = events::consumers(&common.consumer);
             let js = &infra.js;

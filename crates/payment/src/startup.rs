@@ -9,7 +9,7 @@ use foodmesh_platform::{
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
-    messaging::{PAYMENT_EVENTS, STORE_EVENTS, ensure_streams},
+    messaging::{PAYMENT_EVENTS, STORE_EVENTS},
 };
 use foodmesh_proto::payment::v1::{fault_service_server::FaultServiceServer, payment_service_server::PaymentServiceServer};
 use serde::Deserialize;
@@ -117,7 +117,7 @@ pub async fn start_with_network(settings: Settings, network: Arc<dyn CardNetwork
         let (infra, app, common) = (infra.clone(), app.clone(), common.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[PAYMENT_EVENTS, STORE_EVENTS, DEAD_LETTERS]).await?;
+            infra.ensure_streams(&[PAYMENT_EVENTS, STORE_EVENTS, DEAD_LETTERS]).await?;
             let mut workers = infra.common_workers(&common);
             let spec = events::refund_consumer(&common.consumer);
             let handler = events::RefundOnCancellation::new(app);

@@ -87,6 +87,9 @@ pub enum DbError {
     /// A migration failed.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// No connection could be made; the error of one made directly.
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(#[source] sqlx::Error),
 }
 
 /// The two sets of migrations of a service, one per engine.
@@ -487,9 +490,36 @@ impl Database {
         // pool, so the one parked between turns (see `Writer`) goes back first.
         let turn = self.turn(Urgency::Background).await?;
         drop(turn.turns.as_ref().and_then(|turns| turns.parked().take()));
-        Migrator::with_migrations(all).run(&self.writer).await?;
+        let migrated = Migrator::with_migrations(all).run(&self.writer).await;
         drop(turn);
-        Ok(())
+        match migrated {
+            Err(MigrateError::Execute(err)) => Err(match self.explain(err).await {
+                DbError::Sqlx(err) => MigrateError::Execute(err).into(),
+                unreachable => unreachable,
+            }),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    /// `err`, or why no connection can be made when `err` is the pool's
+    /// timeout. The pool reports only that it timed out (its own connect
+    /// errors are logged at debug level), which leaves an operator guessing
+    /// between a refused connection, an unknown host and a wrong password;
+    /// one direct connection names the cause. No password is in it: sqlx
+    /// never prints the URL.
+    pub async fn explain(&self, err: sqlx::Error) -> DbError {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        if !matches!(err, sqlx::Error::PoolTimedOut) {
+            return DbError::Sqlx(err);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.writer.connect_options().connect()).await {
+            Ok(Err(cause)) => DbError::Unreachable(cause),
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                DbError::Sqlx(err)
+            }
+            Err(_) => DbError::Sqlx(err),
+        }
     }
 
     /// Background upkeep until `stop`. On SQLite: checkpoints the WAL into

@@ -114,7 +114,8 @@ pub async fn watch_database(db: Database, settings: HealthSettings, vitals: Vita
             () = stop.cancelled() => return,
             () = tokio::time::sleep(settings.check_interval) => {}
         }
-        let reachable = matches!(tokio::time::timeout(settings.ping_timeout, db.ping()).await, Ok(Ok(())));
+        let ping = tokio::time::timeout(settings.ping_timeout, db.ping()).await;
+        let reachable = matches!(ping, Ok(Ok(())));
         match (reachable, down_since) {
             (true, None) => {}
             (true, Some(since)) => {
@@ -123,7 +124,11 @@ pub async fn watch_database(db: Database, settings: HealthSettings, vitals: Vita
                 vitals.database(false, false);
             }
             (false, None) => {
-                tracing::warn!("the database is unreachable; NOT_SERVING until it is back");
+                let error = match ping {
+                    Ok(Err(err)) => db.explain(err).await.to_string(),
+                    _ => format!("no answer to a ping within {:?}", settings.ping_timeout),
+                };
+                tracing::warn!(%error, "the database is unreachable; NOT_SERVING until it is back");
                 down_since = Some(Instant::now());
                 vitals.database(true, false);
             }

@@ -68,6 +68,17 @@ pub enum InfraError {
     /// The metrics endpoint cannot listen where it was told to.
     #[error("cannot serve metrics: {0}")]
     Metrics(#[source] std::io::Error),
+    /// NATS is not connected, so JetStream did not answer.
+    #[error("NATS at {url} is not connected (the client keeps trying): {error}")]
+    NatsNotConnected {
+        /// The server(s), without credentials.
+        url: String,
+        /// What the JetStream request said (typically a timeout).
+        error: async_nats::Error,
+    },
+    /// JetStream refused to create or update a stream.
+    #[error("cannot create the JetStream streams: {0}")]
+    Streams(async_nats::Error),
 }
 
 /// A service's connections. Nothing here waits for a server: the database
@@ -87,6 +98,8 @@ pub struct Infra {
     pub outbox: OutboxSignal,
     /// The service's Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// The NATS server(s), without credentials, for messages.
+    nats_url: String,
 }
 
 impl Infra {
@@ -101,7 +114,19 @@ impl Infra {
             tracing::info!(service = name, %addr, "metrics at /metrics");
         }
         metrics.observe_writer(&db);
-        Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default(), metrics })
+        let nats_url = messaging::display_url(&settings.nats.url);
+        Ok(Self { db, nats, js, verifier, outbox: OutboxSignal::default(), metrics, nats_url })
+    }
+
+    /// Creates the service's streams, or brings them up to date (see
+    /// [`messaging::ensure_streams`]). While NATS is unreachable the client
+    /// retries quietly and the JetStream request only times out, so the error
+    /// then says that NATS is not connected, and where it was looked for.
+    pub async fn ensure_streams(&self, specs: &[StreamSpec]) -> Result<(), InfraError> {
+        messaging::ensure_streams(&self.js, specs).await.map_err(|error| match self.nats.connection_state() {
+            async_nats::connection::State::Connected => InfraError::Streams(error),
+            _ => InfraError::NatsNotConnected { url: self.nats_url.clone(), error },
+        })
     }
 
     /// The outbox relay of this service.

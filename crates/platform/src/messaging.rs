@@ -159,6 +159,18 @@ pub async fn connect(settings: &NatsSettings, client_name: &str) -> Result<async
     options.connect(settings.url.as_str()).await
 }
 
+/// `url` (one server or a comma-separated list) without user names and
+/// passwords, for messages: a NATS URL may carry `user:password@`.
+pub fn display_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| match server.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host)),
+            None => server.rsplit_once('@').map_or(server, |(_, host)| host).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A JetStream context whose publish acks time out after `ack_timeout`.
 pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client)
@@ -225,5 +237,18 @@ pub fn event_metadata(
         correlation_id: correlation_id.to_owned(),
         occurred_at: Some(crate::convert::timestamp(occurred_at)),
         producer: producer.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_url;
+
+    #[test]
+    fn urls_for_messages_keep_the_servers_and_drop_the_credentials() {
+        assert_eq!(display_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(display_url("nats://fm:s3cr@t@nats:4222"), "nats://nats:4222");
+        assert_eq!(display_url("tls://token@a:4222,nats://u:p@b:4222"), "tls://a:4222,nats://b:4222");
+        assert_eq!(display_url("u:p@nats:4222"), "nats:4222");
     }
 }

@@ -9,7 +9,7 @@ use foodmesh_platform::{
     grpc::GrpcHost,
     infra::{COMMON_DEFAULTS, CommonSettings, Infra},
     lifecycle::{self, BoxError, Running},
-    messaging::{ORDER_EVENTS, STORE_CATALOG, STORE_EVENTS, ensure_streams},
+    messaging::{ORDER_EVENTS, STORE_CATALOG, STORE_EVENTS},
 };
 use foodmesh_proto::store::v1::store_service_server::StoreServiceServer;
 use serde::Deserialize;
@@ -110,7 +110,7 @@ pub async fn start(settings: Settings) -> Result<Running, BoxError> {
         let (infra, app, common, catalogs) = (infra.clone(), app.clone(), common.clone(), catalogs.clone());
         async move {
             infra.db.migrate(&db::migrations()).await?;
-            ensure_streams(&infra.js, &[STORE_EVENTS, STORE_CATALOG, ORDER_EVENTS, DEAD_LETTERS]).await?;
+            infra.ensure_streams(&[STORE_EVENTS, STORE_CATALOG, ORDER_EVENTS, DEAD_LETTERS]).await?;
             app.publish_catalogs(&catalogs).await?;
             let mut workers = infra.common_workers(&common);
             let handler = events::OrderEventsHandler::new(app.clone());
