@@ -28,7 +28,8 @@ pub struct LoadArgs {
     pub concurrency: usize,
     /// Offer this many requests per second (open loop), instead of sending the
     /// next request as soon as one returns. Latency is then measured from each
-    /// request's scheduled time, so a stall cannot hide the requests it delayed.
+    /// request's scheduled time, and every request due within the duration is
+    /// sent, however late, so a stall cannot hide the requests it delayed.
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to run, in seconds.
@@ -251,7 +252,10 @@ async fn drive_all(
             let mut failures: BTreeMap<String, u64> = BTreeMap::new();
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
-                if n >= limit || Instant::now() >= stop_at {
+                // Open loop: every request due before the end is sent, even
+                // when the workers get to it late (after a stall): leaving
+                // out the latest requests would leave out the slowest.
+                if n >= limit || (rate.is_none() && Instant::now() >= stop_at) {
                     break;
                 }
                 // Open loop: request n is due at start + n / rate, whether or not
@@ -378,4 +382,70 @@ pub async fn health_baseline(addr: &str, concurrency: usize, duration: Duration)
     });
     futures::future::join_all(workers).await;
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use foodmesh_proto::order::v1::{
+        CancelOrderRequest, CancelOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersResponse, PlaceOrderResponse,
+        WatchOrderRequest, WatchOrderResponse,
+        order_service_server::{OrderService, OrderServiceServer},
+    };
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// An order service that takes `0` to answer each PlaceOrder: the load
+    /// generator under test needs a server slower than its schedule, not an
+    /// order service.
+    struct Slow(Duration);
+
+    #[tonic::async_trait]
+    impl OrderService for Slow {
+        type WatchOrderStream = futures::stream::Empty<Result<WatchOrderResponse, Status>>;
+
+        async fn place_order(&self, _: Request<PlaceOrderRequest>) -> Result<Response<PlaceOrderResponse>, Status> {
+            tokio::time::sleep(self.0).await;
+            Ok(Response::new(PlaceOrderResponse::default()))
+        }
+        async fn cancel_order(&self, _: Request<CancelOrderRequest>) -> Result<Response<CancelOrderResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn get_order(&self, _: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn list_orders(&self, _: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn watch_order(&self, _: Request<WatchOrderRequest>) -> Result<Response<Self::WatchOrderStream>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_sends_every_request_due_and_times_the_late_ones_from_when_they_were_due() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(OrderServiceServer::new(Slow(Duration::from_millis(50))))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = Home::open(dir.path()).expect("home");
+        home.ensure_keys().expect("keys");
+        // 100 requests due in 1 s; two in flight at 50 ms each get through
+        // 40 a second, so the run falls behind its schedule from the start.
+        let args = LoadArgs { rate: Some(100.0), customers: 4, connections: 1, ..LoadArgs::closed_loop(2, 1, Scenario::Place) };
+        let (report, samples) = drive_with_samples(&home, &addr.to_string(), &args, None).await.expect("load runs");
+        server.abort();
+
+        assert_eq!(report.transactions, 100, "every request due in the second is sent: {report:?}");
+        assert_eq!(samples.len(), 100);
+        let last = samples.last().expect("a last request");
+        assert!(last.sent < Duration::from_secs(1), "{last:?}");
+        // Sent about 2.5 s in: its wait in the queue is part of its latency.
+        assert!(last.latency >= Duration::from_millis(1200), "{last:?}");
+        assert!(report.latency_ms.p99 >= 1200.0, "{report:?}");
+    }
 }
