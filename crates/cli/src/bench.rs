@@ -319,8 +319,8 @@ const LAG_GROWTH: f64 = 1.5;
 /// Checks `r` against the floors. A run at another rate or concurrency
 /// measures something else: its rate and p99 floors are not met.
 fn floors(r: &BenchReport, offered_rate: f64, in_flight: usize) -> Vec<Floor> {
-    // The open loop paces requests by the clock; a run that placed 1 % fewer
-    // than offered (timer granularity) still sustained the rate.
+    // The rate counts until the last answer, which comes a little after the
+    // last request is due: 1 % below the offered rate still sustained it.
     let at_rate = offered_rate >= FLOOR_RATE && r.load.rate >= 0.99 * FLOOR_RATE;
     let every_order = r.placed > 0 && r.delivered == r.placed && r.load.failures.is_empty();
     let first_lag = r.saga_lag_windows.first().map_or(0.0, |w| w.lag_ms.p50);

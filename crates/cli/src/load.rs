@@ -20,6 +20,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::home::{Home, ensure_loopback};
 
+/// The failure of an open loop's request that was still unsent a deadline
+/// after the end of the run.
+pub const NOT_SENT: &str = "NotSentBeforeTheDeadline";
+
 /// What to drive.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
@@ -30,6 +34,8 @@ pub struct LoadArgs {
     /// next request as soon as one returns. Latency is then measured from each
     /// request's scheduled time, and every request due within the duration is
     /// sent, however late, so a stall cannot hide the requests it delayed.
+    /// Those still unsent one deadline (--timeout-ms) after the end count as
+    /// failed, unsent, so the run stays bounded.
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to run, in seconds.
@@ -271,6 +277,15 @@ async fn drive_all(
                     }
                     None => Instant::now(),
                 };
+                // So far behind that the end of the run and a whole deadline
+                // have passed: the request is counted as timed out, unsent,
+                // which keeps a run against a hung mesh bounded in time.
+                if rate.is_some() && Instant::now() >= stop_at + timeout {
+                    samples.push(Sample { sent: scheduled - started, latency: scheduled.elapsed(), ok: false });
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    *failures.entry(NOT_SENT.to_owned()).or_default() += 1;
+                    continue;
+                }
                 let token = &tokens[(n % tokens.len() as u64) as usize];
                 let place = match scenario {
                     Scenario::Place => true,
@@ -422,18 +437,26 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_open_loop_sends_every_request_due_and_times_the_late_ones_from_when_they_were_due() {
+    /// A [`Slow`] order service taking 50 ms per PlaceOrder on a free
+    /// loopback port, and a mesh home whose keys sign the load's tokens.
+    async fn slow_order_service() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>, tempfile::TempDir, Home) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
                 .add_service(OrderServiceServer::new(Slow(Duration::from_millis(50))))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
         let dir = tempfile::tempdir().expect("temp dir");
         let home = Home::open(dir.path()).expect("home");
         home.ensure_keys().expect("keys");
+        (addr, server, dir, home)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_sends_every_request_due_and_times_the_late_ones_from_when_they_were_due() {
+        let (addr, server, _dir, home) = slow_order_service().await;
         // 100 requests due in 1 s; two in flight at 50 ms each get through
         // 40 a second, so the run falls behind its schedule from the start.
         let args = LoadArgs { rate: Some(100.0), customers: 4, connections: 1, ..LoadArgs::closed_loop(2, 1, Scenario::Place) };
@@ -447,5 +470,29 @@ mod tests {
         // Sent about 2.5 s in: its wait in the queue is part of its latency.
         assert!(last.latency >= Duration::from_millis(1200), "{last:?}");
         assert!(report.latency_ms.p99 >= 1200.0, "{report:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_that_falls_too_far_behind_ends_a_deadline_after_the_run_and_counts_the_rest_as_failed() {
+        let (addr, server, _dir, home) = slow_order_service().await;
+        // As above, with a 300 ms deadline: sending all 100 would take 2.5 s.
+        let args = LoadArgs {
+            rate: Some(100.0),
+            customers: 4,
+            connections: 1,
+            timeout_ms: 300,
+            ..LoadArgs::closed_loop(2, 1, Scenario::Place)
+        };
+        let (report, samples) = drive_with_samples(&home, &addr.to_string(), &args, None).await.expect("load runs");
+        server.abort();
+
+        assert!(report.elapsed_secs < 1.8, "the run ends about 1.3 s in: {report:?}");
+        assert_eq!(report.transactions, 100, "every request due is counted: {report:?}");
+        let unsent = report.failures.get(NOT_SENT).copied().unwrap_or(0);
+        assert!(unsent >= 30, "those left a deadline after the end failed unsent: {report:?}");
+        assert_eq!(report.successes + unsent, 100, "{report:?}");
+        // The unsent ones are the latest, and count as slow as they were late.
+        assert!(samples.iter().rev().take(usize::try_from(unsent).expect("fits")).all(|s| !s.ok), "{samples:?}");
+        assert!(samples.last().is_some_and(|s| s.latency >= Duration::from_millis(300)), "{samples:?}");
     }
 }
