@@ -410,7 +410,7 @@ mod tests {
 
     use super::*;
 
-    /// An order service that takes `0` to answer each PlaceOrder: the load
+    /// An order service that takes the given time to answer each PlaceOrder: the load
     /// generator under test needs a server slower than its schedule, not an
     /// order service.
     struct Slow(Duration);

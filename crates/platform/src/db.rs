@@ -508,17 +508,26 @@ impl Database {
     /// one direct connection names the cause. No password is in it: sqlx
     /// never prints the URL.
     pub async fn explain(&self, err: sqlx::Error) -> DbError {
-        use sqlx::{ConnectOptions as _, Connection as _};
         if !matches!(err, sqlx::Error::PoolTimedOut) {
             return DbError::Sqlx(err);
         }
+        match self.connect_error().await {
+            Some(cause) => DbError::Unreachable(cause),
+            None => DbError::Sqlx(err),
+        }
+    }
+
+    /// The error of one connection made directly, outside the pools (closed
+    /// at once if it works); `None` if it connects or takes over 5 s.
+    pub async fn connect_error(&self) -> Option<sqlx::Error> {
+        use sqlx::{ConnectOptions as _, Connection as _};
         match tokio::time::timeout(Duration::from_secs(5), self.writer.connect_options().connect()).await {
-            Ok(Err(cause)) => DbError::Unreachable(cause),
+            Ok(Err(cause)) => Some(cause),
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
-                DbError::Sqlx(err)
+                None
             }
-            Err(_) => DbError::Sqlx(err),
+            Err(_) => None,
         }
     }
 

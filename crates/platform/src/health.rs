@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Database;
+use crate::db::{Database, DbError};
 
 /// The health entry the liveness probe asks about.
 pub const LIVENESS: &str = "liveness";
@@ -124,9 +124,12 @@ pub async fn watch_database(db: Database, settings: HealthSettings, vitals: Vita
                 vitals.database(false, false);
             }
             (false, None) => {
-                let error = match ping {
-                    Ok(Err(err)) => db.explain(err).await.to_string(),
-                    _ => format!("no answer to a ping within {:?}", settings.ping_timeout),
+                // A ping usually gives up (the ping timeout, or the pool's)
+                // before it can say why; a connection made directly can.
+                let error = match (db.connect_error().await, ping) {
+                    (Some(cause), _) => DbError::Unreachable(cause).to_string(),
+                    (None, Ok(Err(err))) => err.to_string(),
+                    (None, _) => format!("no answer to a ping within {:?}", settings.ping_timeout),
                 };
                 tracing::warn!(%error, "the database is unreachable; NOT_SERVING until it is back");
                 down_since = Some(Instant::now());
