@@ -248,7 +248,9 @@ pub async fn notifications(mesh: &mut Mesh, customer: &str, follow: bool) -> Res
 /// `foodmesh dead-letters`: list or replay what consumers parked.
 pub async fn dead_letters(nats_url: &str, action: crate::DeadLetterAction) -> Result<()> {
     use foodmesh_platform::dead_letter;
-    let client = async_nats::connect(nats_url).await.with_context(|| format!("cannot reach NATS at {nats_url}"))?;
+    let client = async_nats::connect(nats_url)
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", foodmesh_platform::messaging::display_url(nats_url)))?;
     let js = foodmesh_platform::messaging::jetstream(client);
     match action {
         crate::DeadLetterAction::List { consumer, limit } => {

@@ -45,11 +45,16 @@ pub async fn jetstream_init(nats_url: Option<String>) -> Result<()> {
     }
     // connect() retries in the background forever; a Job must end, so the
     // first request below is bounded by JetStream's request timeout.
+    // The URL may carry a user and password: messages name the server only.
+    let server = messaging::display_url(&settings.nats.url);
     let client = messaging::connect(&settings.nats, "foodmesh-jetstream-init")
         .await
-        .with_context(|| format!("cannot reach NATS at {}", settings.nats.url))?;
-    let js = messaging::jetstream(client);
-    messaging::ensure_streams(&js, &ALL_STREAMS).await.map_err(|e| anyhow::anyhow!("creating the streams: {e}"))?;
+        .with_context(|| format!("cannot reach NATS at {server}"))?;
+    let js = messaging::jetstream(client.clone());
+    messaging::ensure_streams(&js, &ALL_STREAMS).await.map_err(|e| match client.connection_state() {
+        async_nats::connection::State::Connected => anyhow::anyhow!("creating the streams: {e}"),
+        _ => anyhow::anyhow!("creating the streams: NATS at {server} is not connected: {e}"),
+    })?;
     for stream in ALL_STREAMS {
         println!("stream   {:<16} {}", stream.name, stream.subjects.join(" "));
     }

@@ -55,9 +55,11 @@ async fn creates_every_stream_and_consumer_and_can_run_again() {
 }
 
 #[test]
-fn an_unreachable_nats_fails_the_job_with_a_message() {
+fn an_unreachable_nats_fails_the_job_with_a_message_that_names_it_without_the_password() {
     let port = foodmesh_platform::testing::free_port();
-    let out = jetstream_init(&format!("nats://127.0.0.1:{port}"));
+    let out = jetstream_init(&format!("nats://init:hunter2@127.0.0.1:{port}"));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("creating the streams"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("creating the streams: NATS at nats://127.0.0.1:{port} is not connected")), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
