@@ -50,10 +50,12 @@ pub async fn jetstream_init(nats_url: Option<String>) -> Result<()> {
     let client = messaging::connect(&settings.nats, "foodmesh-jetstream-init")
         .await
         .with_context(|| format!("cannot reach NATS at {server}"))?;
-    let js = messaging::jetstream(client.clone());
-    messaging::ensure_streams(&js, &ALL_STREAMS).await.map_err(|e| match client.connection_state() {
-        async_nats::connection::State::Connected => anyhow::anyhow!("creating the streams: {e}"),
-        _ => anyhow::anyhow!("creating the streams: NATS at {server} is not connected: {e}"),
+    let js = messaging::jetstream(client);
+    messaging::ensure_streams(&js, &ALL_STREAMS).await.map_err(|e| match e {
+        messaging::StreamsError::NotConnected(e) => {
+            anyhow::anyhow!("creating the streams: NATS at {server} is not connected: {e}")
+        }
+        messaging::StreamsError::JetStream(e) => anyhow::anyhow!("creating the streams: {e}"),
     })?;
     for stream in ALL_STREAMS {
         println!("stream   {:<16} {}", stream.name, stream.subjects.join(" "));

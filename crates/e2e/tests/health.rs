@@ -22,7 +22,7 @@ use foodmesh_platform::{
     infra::Infra,
     lifecycle::{self, Workers},
     messaging::PAYMENT_EVENTS,
-    testing::{NatsServer, TestDatabases, TestKeys, eventually, postgres_admin_url, service_env},
+    testing::{NatsServer, TestDatabases, TestKeys, eventually, free_port, postgres_admin_url, service_env},
 };
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
@@ -132,14 +132,10 @@ async fn a_worker_that_dies_fails_liveness_and_leaves_readiness_alone() {
     running.stop().await.expect("stops cleanly");
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_cannot_reach_its_database_or_nats_says_which_and_why() {
-    let (db_port, nats_port) = (closed_port(), closed_port());
+    // Loopback ports nothing listens on.
+    let (db_port, nats_port) = (free_port(), free_port());
     let keys = TestKeys::new();
     let mut env = service_env(
         &format!("postgres://foodmesh:hunter2@127.0.0.1:{db_port}/payment"),

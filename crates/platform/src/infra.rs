@@ -119,13 +119,12 @@ impl Infra {
     }
 
     /// Creates the service's streams, or brings them up to date (see
-    /// [`messaging::ensure_streams`]). While NATS is unreachable the client
-    /// retries quietly and the JetStream request only times out, so the error
-    /// then says that NATS is not connected, and where it was looked for.
+    /// [`messaging::ensure_streams`]); when NATS is not connected, the error
+    /// says where it was looked for.
     pub async fn ensure_streams(&self, specs: &[StreamSpec]) -> Result<(), InfraError> {
-        messaging::ensure_streams(&self.js, specs).await.map_err(|error| match self.nats.connection_state() {
-            async_nats::connection::State::Connected => InfraError::Streams(error),
-            _ => InfraError::NatsNotConnected { url: self.nats_url.clone(), error },
+        messaging::ensure_streams(&self.js, specs).await.map_err(|error| match error {
+            messaging::StreamsError::NotConnected(error) => InfraError::NatsNotConnected { url: self.nats_url.clone(), error },
+            messaging::StreamsError::JetStream(error) => InfraError::Streams(error),
         })
     }
 

@@ -176,10 +176,28 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client)
 }
 
+/// Why [`ensure_streams`] failed. While NATS is unreachable the client
+/// retries quietly and a JetStream request only times out, so the error says
+/// whether the client was connected; callers name the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamsError {
+    /// The client was not connected to NATS.
+    #[error("NATS is not connected: {0}")]
+    NotConnected(async_nats::Error),
+    /// Connected, and JetStream refused or failed.
+    #[error("{0}")]
+    JetStream(async_nats::Error),
+}
+
 /// Creates the streams, or brings their configuration up to date.
-pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> Result<(), async_nats::Error> {
+pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> Result<(), StreamsError> {
     for spec in specs {
-        js.create_or_update_stream(spec.config()).await?;
+        if let Err(error) = js.create_or_update_stream(spec.config()).await {
+            return Err(match js.client().connection_state() {
+                async_nats::connection::State::Connected => StreamsError::JetStream(error.into()),
+                _ => StreamsError::NotConnected(error.into()),
+            });
+        }
     }
     Ok(())
 }
