@@ -11,7 +11,8 @@ use foodmesh_proto::{
         order_service_client::OrderServiceClient,
     },
     store::v1::{
-        CompleteDeliveryRequest, GetMenuRequest, ListStoreOrdersRequest, ListStoresRequest, RejectOrderRequest,
+        AddPreferredStoreRequest, CompleteDeliveryRequest, GetMenuRequest, ListPreferredStoresRequest, ListReviewsRequest,
+        ListStoreOrdersRequest, ListStoresRequest, PostReviewRequest, RejectOrderRequest, RemovePreferredStoreRequest,
         StartCookingRequest, StartDeliveryRequest, store_service_client::StoreServiceClient,
     },
 };
@@ -72,6 +73,17 @@ pub enum StaffAction {
     Complete,
     /// Refuse an order (with --reason).
     Reject,
+}
+
+/// What to do with a customer's preferred stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreferredAction {
+    /// List them, the most recently added first.
+    List,
+    /// Add a store.
+    Add,
+    /// Remove a store.
+    Remove,
 }
 
 /// `foodmesh stores`.
@@ -282,6 +294,85 @@ pub async fn dead_letters(nats_url: &str, action: crate::DeadLetterAction) -> Re
             for sequence in sequences {
                 let d = dead_letter::replay(&js, sequence).await?;
                 println!("#{sequence} replayed on {} (event {}, parked by {})", d.subject, d.event_id, d.consumer);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `foodmesh review`.
+pub async fn review(
+    mesh: &mut Mesh,
+    customer: &str,
+    order_id: &str,
+    rating: i32,
+    comment: &str,
+    request_id: Option<String>,
+) -> Result<()> {
+    let request = PostReviewRequest {
+        order_id: order_id.to_owned(),
+        request_id: request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        rating,
+        comment: comment.to_owned(),
+    };
+    let review = mesh.store.post_review(authed(request, &mesh.customer(customer)?)).await?.into_inner().review;
+    print!("{}", show::review(&review.unwrap_or_default()));
+    Ok(())
+}
+
+/// `foodmesh reviews STORE`: every review, newest first.
+pub async fn reviews(mesh: &mut Mesh, store_id: &str) -> Result<()> {
+    let token = mesh.customer("browser")?;
+    let mut page_token = String::new();
+    let mut first = true;
+    loop {
+        let request = ListReviewsRequest { store_id: store_id.to_owned(), page_size: 100, page_token };
+        let page = mesh.store.list_reviews(authed(request, &token)).await?.into_inner();
+        if first {
+            println!("{store_id}: {:.1} stars from {} reviews", page.average_rating, page.review_count);
+            first = false;
+        }
+        for review in &page.reviews {
+            print!("{}", show::review(review));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `foodmesh preferred`.
+pub async fn preferred(mesh: &mut Mesh, customer: &str, action: PreferredAction, store_id: Option<&str>) -> Result<()> {
+    let token = mesh.customer(customer)?;
+    let store = || store_id.map(str::to_owned).context("name the store: foodmesh preferred --customer C add|remove STORE");
+    let request_id = uuid::Uuid::new_v4().to_string();
+    match action {
+        PreferredAction::Add => {
+            let request = AddPreferredStoreRequest { store_id: store()?, request_id };
+            let added = mesh.store.add_preferred_store(authed(request, &token)).await?.into_inner();
+            let name = added.preferred_store.and_then(|p| p.store).map(|s| s.name).unwrap_or_default();
+            println!("{customer} prefers {name}");
+        }
+        PreferredAction::Remove => {
+            let store_id = store()?;
+            let request = RemovePreferredStoreRequest { store_id: store_id.clone(), request_id };
+            let removed = mesh.store.remove_preferred_store(authed(request, &token)).await?.into_inner().removed;
+            println!("{store_id}: {}", if removed { "removed" } else { "was not a preferred store" });
+        }
+        PreferredAction::List => {
+            let mut page_token = String::new();
+            loop {
+                let request = ListPreferredStoresRequest { page_size: 100, page_token };
+                let page = mesh.store.list_preferred_stores(authed(request, &token)).await?.into_inner();
+                for preferred in page.preferred_stores {
+                    let s = preferred.store.unwrap_or_default();
+                    println!("{:<14} {:<18} added {}", s.store_id, s.name, show::time(preferred.added_at.as_ref()));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
             }
         }
     }

@@ -164,6 +164,39 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Review a delivered order's store, as its customer: 1 to 5 stars and
+    /// an optional comment.
+    Review {
+        /// As this customer.
+        #[arg(long)]
+        customer: String,
+        /// The delivered order.
+        order_id: String,
+        /// 1 to 5 stars.
+        #[arg(long)]
+        rating: i32,
+        /// A few words (up to 500 characters).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// The idempotency key (default: a new UUID).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Show a store's reviews and rating.
+    Reviews {
+        /// The store.
+        store: String,
+    },
+    /// A customer's preferred stores: list them, add one or remove one.
+    Preferred {
+        /// The customer.
+        #[arg(long)]
+        customer: String,
+        /// What to do.
+        action: commands::PreferredAction,
+        /// The store (add and remove).
+        store: Option<String>,
+    },
     /// Show a customer's notifications.
     Notifications {
         /// The customer.
@@ -346,6 +379,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Watch { customer, order_id } => commands::watch(&mut mesh()?, &customer, &order_id).await,
         Command::Kitchen { store, action, order_id, reason } => {
             commands::kitchen(&mut mesh()?, &store, action, order_id.as_deref(), &reason).await
+        }
+        Command::Review { customer, order_id, rating, comment, request_id } => {
+            commands::review(&mut mesh()?, &customer, &order_id, rating, &comment, request_id).await
+        }
+        Command::Reviews { store } => commands::reviews(&mut mesh()?, &store).await,
+        Command::Preferred { customer, action, store } => {
+            commands::preferred(&mut mesh()?, &customer, action, store.as_deref()).await
         }
         Command::Notifications { customer, follow } => commands::notifications(&mut mesh()?, &customer, follow).await,
         Command::RebuildView { check } => local::rebuild_order_view(&home, check).await,

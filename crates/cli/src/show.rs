@@ -4,7 +4,7 @@ use foodmesh_proto::{
     common::v1::Money,
     notification::v1::Notification,
     order::v1::{Order, OrderStatus, PaymentState},
-    store::v1::StoreOrder,
+    store::v1::{Review, StoreOrder},
 };
 
 /// `18000 KRW`.
@@ -62,4 +62,15 @@ pub fn notification(n: &Notification) -> String {
         n.title,
         n.body
     )
+}
+
+/// `★★★★☆` for 4 stars.
+pub fn stars(rating: i32) -> String {
+    let full = usize::try_from(rating.clamp(0, 5)).unwrap_or(0);
+    format!("{}{}", "★".repeat(full), "☆".repeat(5 - full))
+}
+
+/// A review, one line: `★★★★☆  14:02:11.520  rev_…  Great bulgogi`.
+pub fn review(r: &Review) -> String {
+    format!("{}  {}  {}  {}\n", stars(r.rating), time(r.posted_at.as_ref()), r.review_id, r.comment)
 }

@@ -146,7 +146,14 @@ fn up_runs_the_demo_stops_cleanly_and_keeps_its_data_for_the_next_run() {
             "{service} SERVING:\n{out}"
         );
     }
-    for (who, outcome) in [("alice", "DELIVERED"), ("bob", "DELIVERED"), ("carol", "REFUNDED"), ("dave", "PAYMENT_DECLINED")] {
+    for (who, outcome) in [
+        ("alice", "DELIVERED"),
+        ("alice", "REVIEWED"),
+        ("bob", "DELIVERED"),
+        ("bob", "REVIEWED"),
+        ("carol", "REFUNDED"),
+        ("dave", "PAYMENT_DECLINED"),
+    ] {
         assert!(out.lines().any(|l| l.contains(who) && l.contains(outcome)), "{who} {outcome}:\n{out}");
     }
     assert!(out.contains("grpcurl -plaintext -H 'authorization: Bearer "), "a ready-to-paste grpcurl line:\n{out}");
@@ -205,7 +212,14 @@ fn up_mesh_puts_envoy_in_front_and_operators_change_payment_faults_through_it() 
     let running = start_up(home.path(), &up);
     let transcript = &running.transcript;
     assert!(transcript.contains("envoy") && transcript.contains("LIVE after"), "Envoy started:\n{transcript}");
-    for (who, outcome) in [("alice", "DELIVERED"), ("bob", "DELIVERED"), ("carol", "REFUNDED"), ("dave", "PAYMENT_DECLINED")] {
+    for (who, outcome) in [
+        ("alice", "DELIVERED"),
+        ("alice", "REVIEWED"),
+        ("bob", "DELIVERED"),
+        ("bob", "REVIEWED"),
+        ("carol", "REFUNDED"),
+        ("dave", "PAYMENT_DECLINED"),
+    ] {
         assert!(
             transcript.lines().any(|l| l.contains(who) && l.contains(outcome)),
             "{who} {outcome} through Envoy:\n{transcript}"

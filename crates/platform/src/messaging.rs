@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `ORDER_EVENTS` | `order.v1.placed`, `order.v1.cancellation_requested` | order | 7 days |
 //! | `PAYMENT_EVENTS` | `payment.v1.captured`, `payment.v1.refunded` | payment | 7 days |
-//! | `STORE_EVENTS` | `store.v1.order.<change>` | store | 7 days |
+//! | `STORE_EVENTS` | `store.v1.order.<change>` (a kitchen change, or `reviewed`) | store | 7 days |
 //! | `STORE_CATALOG` | `store.v1.catalog.<store_id>` | store | latest per store, forever |
 //! | `DEAD_LETTERS` | `dlq.<stream>.<consumer>` | every consumer ([`crate::dead_letter`]) | 30 days |
 //!

@@ -8,6 +8,7 @@ use foodmesh_proto::{order::v1 as order_pb, store::v1 as pb};
 use crate::domain::{
     catalog::{Catalog, MenuItem, Store},
     kitchen::{CancellationRequest, Line, PlacedOrder, Status, StoreOrder},
+    review::{PreferredStore, Review, ReviewDraft},
 };
 
 pub(crate) fn status(status: Status) -> pb::StoreOrderStatus {
@@ -104,4 +105,36 @@ pub(crate) fn placed_order(e: order_pb::OrderPlaced) -> Result<PlacedOrder, Viol
 pub(crate) fn cancellation_request(e: order_pb::OrderCancellationRequested) -> CancellationRequest {
     let order_pb::OrderCancellationRequested { order_id, customer_id, store_id, reason } = e;
     CancellationRequest { order_id, store_id, customer_id, reason }
+}
+
+/// A review as any customer may read it: without its customer and order.
+pub(crate) fn review(r: &Review) -> pb::Review {
+    let Review { review_id, order_id: _, store_id, customer_id: _, draft, request_id: _, posted_at } = r;
+    let ReviewDraft { rating, comment } = draft;
+    pb::Review {
+        review_id: review_id.clone(),
+        store_id: store_id.clone(),
+        rating: i32::from(rating.stars()),
+        comment: comment.clone(),
+        posted_at: Some(convert::timestamp(*posted_at)),
+    }
+}
+
+/// The event announcing a review, with everything another context may need.
+pub(crate) fn review_posted(r: &Review) -> pb::ReviewPosted {
+    let Review { review_id, order_id, store_id, customer_id, draft, request_id: _, posted_at: _ } = r;
+    let ReviewDraft { rating, comment } = draft;
+    pb::ReviewPosted {
+        review_id: review_id.clone(),
+        order_id: order_id.clone(),
+        store_id: store_id.clone(),
+        customer_id: customer_id.clone(),
+        rating: i32::from(rating.stars()),
+        comment: comment.clone(),
+    }
+}
+
+pub(crate) fn preferred_store(p: &PreferredStore) -> pb::PreferredStore {
+    let PreferredStore { store: s, added_at } = p;
+    pb::PreferredStore { store: Some(store(s)), added_at: Some(convert::timestamp(*added_at)) }
 }

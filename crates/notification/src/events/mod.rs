@@ -132,7 +132,8 @@ fn decode_store(delivery: &Delivery) -> Result<Option<OrderChange>, String> {
             occurred_at: at,
             detail: Detail::None,
         }),
-        Some(store_event::Event::CatalogPublished(_)) | None => None,
+        // A review is not a change of the order: nothing to tell the customer.
+        Some(store_event::Event::CatalogPublished(_) | store_event::Event::ReviewPosted(_)) | None => None,
     })
 }
 

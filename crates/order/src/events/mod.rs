@@ -163,7 +163,8 @@ fn kitchen_update(payload: &[u8]) -> Result<Option<ViewUpdate>, String> {
             version: c.version,
             occurred_at: at,
         }),
-        Some(store_event::Event::CatalogPublished(_)) | None => None,
+        // A review does not change the order's status.
+        Some(store_event::Event::CatalogPublished(_) | store_event::Event::ReviewPosted(_)) | None => None,
     })
 }
 

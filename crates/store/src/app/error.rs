@@ -1,6 +1,6 @@
 use foodmesh_platform::{auth::AuthError, validation::Violations};
 
-use crate::domain::kitchen::TransitionError;
+use crate::domain::{kitchen::TransitionError, review::ReviewError};
 
 /// Everything a store use case can fail with. `grpc::error` maps each to a
 /// status code; nothing else does.
@@ -21,6 +21,9 @@ pub enum Error {
     /// The action does not apply to the order's state.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// The review cannot be posted.
+    #[error(transparent)]
+    Review(#[from] ReviewError),
     /// Lost a race with another writer too many times.
     #[error("the order kept changing; retry")]
     Conflict,

@@ -21,6 +21,7 @@ use crate::{
     domain::{
         catalog::{Catalog, Store},
         kitchen::{Action, CancellationDecision, CancellationRequest, KitchenEvent, PlacedOrder, Status, StoreOrder},
+        review::{self, Posting, PreferredStore, RatingSummary, Review, ReviewDraft},
     },
     events,
 };
@@ -175,6 +176,86 @@ impl StoreApp {
             return Ok(order);
         }
         Err(Error::Conflict)
+    }
+
+    /// Posts `customer_id`'s review of their delivered order `order_id`, and
+    /// announces it, in one transaction. A retry of the request that posted
+    /// the review gets that review back and changes nothing.
+    pub async fn post_review(
+        &self,
+        customer_id: &str,
+        order_id: &str,
+        request_id: &str,
+        draft: ReviewDraft,
+    ) -> Result<Review, Error> {
+        // Two posts for one order can race only on PostgreSQL; the loser
+        // reads the winner's review and answers as a retry or a duplicate.
+        for _ in 0..MAX_ATTEMPTS {
+            let mut tx = self.db.begin(Urgency::Request).await?;
+            // Someone else's order is not found: never reveal that it exists.
+            let order =
+                db::order(&mut *tx, order_id).await?.filter(|o| o.customer_id == customer_id).ok_or(Error::OrderNotFound)?;
+            let existing = db::review_of_order(&mut *tx, order_id).await?;
+            let review_id = format!("rev_{}", uuid::Uuid::now_v7().simple());
+            let now = Timestamp::now();
+            let review = match review::post(&order, existing, draft.clone(), request_id, review_id, now)? {
+                Posting::Repeat(review) => {
+                    tx.rollback().await?;
+                    return Ok(review);
+                }
+                Posting::New(review) => review,
+            };
+            if !db::insert_review(&mut tx, &review).await? {
+                tx.rollback().await?;
+                continue;
+            }
+            outbox::enqueue(&mut tx, &events::review_message(&review)).await?;
+            tx.commit().await?;
+            self.outbox.notify();
+            tracing::info!(order_id, store_id = %review.store_id, rating = review.draft.rating.stars(), "review posted");
+            return Ok(review);
+        }
+        Err(Error::Conflict)
+    }
+
+    /// A page of a store's reviews, newest first, and its rating over all of them.
+    pub async fn reviews(&self, store_id: &str, page: &PageRequest) -> Result<(Vec<Review>, String, RatingSummary), Error> {
+        let mut conn = self.db.reader().acquire().await?;
+        if db::catalog_version(&mut *conn, store_id).await?.is_none() {
+            return Err(Error::StoreNotFound);
+        }
+        let rows = db::reviews_of_store(&mut conn, store_id, page.after.as_ref(), i64::from(page.size) + 1).await?;
+        let summary = db::rating_summary(&mut conn, store_id).await?;
+        let (reviews, next) =
+            paging::finish(rows, page.size, |r| Cursor { key: r.posted_at.as_micros(), id: r.review_id.clone() });
+        Ok((reviews, next, summary))
+    }
+
+    /// Registers one of the stores as preferred by `customer_id`; a store
+    /// already registered keeps its first registration.
+    pub async fn add_preferred_store(&self, customer_id: &str, store_id: &str) -> Result<PreferredStore, Error> {
+        let mut tx = self.db.begin(Urgency::Request).await?;
+        if db::catalog_version(&mut *tx, store_id).await?.is_none() {
+            return Err(Error::StoreNotFound);
+        }
+        let preferred = db::add_preferred_store(&mut tx, customer_id, store_id, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(preferred)
+    }
+
+    /// Removes a store from `customer_id`'s preferred stores. Returns whether it was there.
+    pub async fn remove_preferred_store(&self, customer_id: &str, store_id: &str) -> Result<bool, Error> {
+        let mut tx = self.db.begin(Urgency::Request).await?;
+        let removed = db::remove_preferred_store(&mut tx, customer_id, store_id).await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// A page of `customer_id`'s preferred stores, the most recently added first.
+    pub async fn preferred_stores(&self, customer_id: &str, page: &PageRequest) -> Result<(Vec<PreferredStore>, String), Error> {
+        let mut conn = self.db.reader().acquire().await?;
+        let rows = db::preferred_stores(&mut conn, customer_id, page.after.as_ref(), i64::from(page.size) + 1).await?;
+        Ok(paging::finish(rows, page.size, |p| Cursor { key: p.added_at.as_micros(), id: p.store.store_id.clone() }))
     }
 
     /// Applies a batch of order events in one transaction, each event once:

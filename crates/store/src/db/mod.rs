@@ -12,6 +12,7 @@ use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 use crate::domain::{
     catalog::{Catalog, MenuItem, Store},
     kitchen::{Line, Status, StoreOrder},
+    review::{PreferredStore, Rating, RatingSummary, Review, ReviewDraft},
 };
 
 /// The store service's migrations.
@@ -387,4 +388,153 @@ fn store_order(row: &AnyRow) -> Result<StoreOrder, sqlx::Error> {
         received_at: Timestamp::from_micros(row.try_get("received_at")?),
         updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
     })
+}
+
+// ---- reviews ----------------------------------------------------------------
+
+const REVIEW_COLUMNS: &str = "review_id, order_id, store_id, customer_id, rating, comment, request_id, posted_at";
+
+/// The review of an order, if it has one.
+pub async fn review_of_order<'c>(db: impl Executor<'c, Database = Any>, order_id: &str) -> Result<Option<Review>, sqlx::Error> {
+    let sql = format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE order_id = $1");
+    // The statement holds only a constant column list and a placeholder.
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(db).await?.map(|r| review(&r)).transpose()
+}
+
+/// Stores a new review. Returns false, storing nothing, when the order
+/// already has one (a concurrent post won).
+pub async fn insert_review(conn: &mut AnyConnection, r: &Review) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO NOTHING"
+    );
+    // The statement holds only a constant column list and placeholders.
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&r.review_id)
+        .bind(&r.order_id)
+        .bind(&r.store_id)
+        .bind(&r.customer_id)
+        .bind(i64::from(r.draft.rating.stars()))
+        .bind(&r.draft.comment)
+        .bind(&r.request_id)
+        .bind(r.posted_at.as_micros())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A page of a store's reviews, newest first.
+pub async fn reviews_of_store(
+    conn: &mut AnyConnection,
+    store_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Review>, sqlx::Error> {
+    let mut p = Params::new(conn);
+    let mut sql = format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE store_id = {}", p.value());
+    if after.is_some() {
+        let (a, b, c) = (p.value(), p.value(), p.value());
+        sql.push_str(&format!(" AND (posted_at < {a} OR (posted_at = {b} AND review_id < {c}))"));
+    }
+    sql.push_str(&format!(" ORDER BY posted_at DESC, review_id DESC LIMIT {}", p.value()));
+    // The statement holds only placeholders; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id);
+    if let Some(cursor) = after {
+        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
+    }
+    query.bind(limit).fetch_all(conn).await?.iter().map(review).collect()
+}
+
+/// How many reviews a store has and their stars in all.
+pub async fn rating_summary(conn: &mut AnyConnection, store_id: &str) -> Result<RatingSummary, sqlx::Error> {
+    // CAST: PostgreSQL's SUM of BIGINT is NUMERIC, which `Any` cannot decode.
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS count, CAST(COALESCE(SUM(rating), 0) AS BIGINT) AS stars FROM reviews WHERE store_id = $1",
+    )
+    .bind(store_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(RatingSummary { count: row.try_get("count")?, stars: row.try_get("stars")? })
+}
+
+fn review(row: &AnyRow) -> Result<Review, sqlx::Error> {
+    let rating = Rating::parse(row.try_get("rating")?).ok_or_else(|| corrupt("rating"))?;
+    Ok(Review {
+        review_id: row.try_get("review_id")?,
+        order_id: row.try_get("order_id")?,
+        store_id: row.try_get("store_id")?,
+        customer_id: row.try_get("customer_id")?,
+        draft: ReviewDraft { rating, comment: row.try_get("comment")? },
+        request_id: row.try_get("request_id")?,
+        posted_at: Timestamp::from_micros(row.try_get("posted_at")?),
+    })
+}
+
+// ---- preferred stores ---------------------------------------------------------
+
+/// Registers `store_id` as one of the customer's preferred stores, unless it
+/// already is; then returns the registration as stored.
+pub async fn add_preferred_store(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    store_id: &str,
+    now: Timestamp,
+) -> Result<PreferredStore, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO preferred_stores (customer_id, store_id, added_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (customer_id, store_id) DO NOTHING",
+    )
+    .bind(customer_id)
+    .bind(store_id)
+    .bind(now.as_micros())
+    .execute(&mut *conn)
+    .await?;
+    let row = sqlx::query(
+        "SELECT s.store_id, s.name, s.cuisine, s.address, p.added_at FROM preferred_stores p \
+         JOIN stores s ON s.store_id = p.store_id WHERE p.customer_id = $1 AND p.store_id = $2",
+    )
+    .bind(customer_id)
+    .bind(store_id)
+    .fetch_one(conn)
+    .await?;
+    preferred_store(&row)
+}
+
+/// Removes `store_id` from the customer's preferred stores. Returns whether it was there.
+pub async fn remove_preferred_store(conn: &mut AnyConnection, customer_id: &str, store_id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM preferred_stores WHERE customer_id = $1 AND store_id = $2")
+        .bind(customer_id)
+        .bind(store_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A page of a customer's preferred stores, the most recently added first.
+pub async fn preferred_stores(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<PreferredStore>, sqlx::Error> {
+    let mut p = Params::new(conn);
+    let mut sql = format!(
+        "SELECT s.store_id, s.name, s.cuisine, s.address, p.added_at FROM preferred_stores p \
+         JOIN stores s ON s.store_id = p.store_id WHERE p.customer_id = {}",
+        p.value()
+    );
+    if after.is_some() {
+        let (a, b, c) = (p.value(), p.value(), p.value());
+        sql.push_str(&format!(" AND (p.added_at < {a} OR (p.added_at = {b} AND p.store_id < {c}))"));
+    }
+    sql.push_str(&format!(" ORDER BY p.added_at DESC, p.store_id DESC LIMIT {}", p.value()));
+    // The statement holds only placeholders; every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(customer_id);
+    if let Some(cursor) = after {
+        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
+    }
+    query.bind(limit).fetch_all(conn).await?.iter().map(preferred_store).collect()
+}
+
+fn preferred_store(row: &AnyRow) -> Result<PreferredStore, sqlx::Error> {
+    Ok(PreferredStore { store: store(row)?, added_at: Timestamp::from_micros(row.try_get("added_at")?) })
 }

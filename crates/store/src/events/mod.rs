@@ -21,6 +21,7 @@ use crate::{
     domain::{
         catalog::Catalog,
         kitchen::{KitchenEvent, Status},
+        review::Review,
     },
 };
 
@@ -64,6 +65,17 @@ pub fn kitchen_message(event: &KitchenEvent, occurred_at: Timestamp) -> OutboxMe
     };
     let metadata = messaging::event_metadata(&order.order_id, PRODUCER, occurred_at);
     OutboxMessage::new(subject, &metadata, &pb::StoreEvent { metadata: Some(metadata.clone()), event: Some(body) })
+}
+
+/// The outbox row that announces a review, correlated by its order.
+pub fn review_message(review: &Review) -> OutboxMessage {
+    let metadata = messaging::event_metadata(&review.order_id, PRODUCER, review.posted_at);
+    let body = pb::store_event::Event::ReviewPosted(convert::review_posted(review));
+    OutboxMessage::new(
+        subjects::store_order("reviewed"),
+        &metadata,
+        &pb::StoreEvent { metadata: Some(metadata.clone()), event: Some(body) },
+    )
 }
 
 /// The outbox row that publishes a store's catalog.

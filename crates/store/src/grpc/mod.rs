@@ -10,8 +10,14 @@ use tonic::{Request, Response, Status};
 use crate::{
     app::{Error, StoreApp},
     convert,
-    domain::kitchen::Action,
+    domain::{
+        kitchen::Action,
+        review::{Rating, ReviewDraft},
+    },
 };
+
+/// The longest review comment, in characters.
+const MAX_COMMENT_CHARS: usize = 500;
 
 mod error;
 
@@ -32,6 +38,12 @@ impl StoreGrpc {
     fn staff_store<T>(&self, request: &Request<T>) -> Result<String, Error> {
         let caller = self.verifier.verify(request.metadata())?;
         Ok(caller.store_staff()?.to_owned())
+    }
+
+    /// The calling customer.
+    fn customer<T>(&self, request: &Request<T>) -> Result<String, Error> {
+        let caller = self.verifier.verify(request.metadata())?;
+        Ok(caller.customer()?.to_owned())
     }
 
     /// Validates and applies a staff action to one of the caller's orders.
@@ -137,5 +149,89 @@ impl StoreService for StoreGrpc {
     async fn reject_order(&self, request: Request<pb::RejectOrderRequest>) -> Result<Response<pb::RejectOrderResponse>, Status> {
         let order = self.act(request, |r| (r.order_id, r.request_id, Action::Reject(r.reason))).await?;
         Ok(Response::new(pb::RejectOrderResponse { order: Some(order) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn post_review(&self, request: Request<pb::PostReviewRequest>) -> Result<Response<pb::PostReviewResponse>, Status> {
+        let customer_id = self.customer(&request)?;
+        let pb::PostReviewRequest { order_id, request_id, rating, comment } = request.into_inner();
+        let mut v = Violations::new();
+        v.check_request_id("order_id", &order_id);
+        v.check_request_id("request_id", &request_id);
+        let rating = Rating::parse(i64::from(rating));
+        if rating.is_none() {
+            v.add("rating", format!("must be {} to {} stars", Rating::MIN, Rating::MAX));
+        }
+        v.check_text("comment", &comment, 0, MAX_COMMENT_CHARS);
+        let rating = v.into_result(rating).map_err(Error::from)?.ok_or_else(|| Status::internal("rating checked above"))?;
+        let review = self.app.post_review(&customer_id, &order_id, &request_id, ReviewDraft { rating, comment }).await?;
+        tracing::info!(%request_id, review_id = %review.review_id, "review posted or repeated");
+        Ok(Response::new(pb::PostReviewResponse { review: Some(convert::review(&review)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(store_id = %request.get_ref().store_id))]
+    async fn list_reviews(&self, request: Request<pb::ListReviewsRequest>) -> Result<Response<pb::ListReviewsResponse>, Status> {
+        self.verifier.verify(request.metadata()).map_err(Error::from)?;
+        let pb::ListReviewsRequest { store_id, page_size, page_token } = request.into_inner();
+        let mut v = Violations::new();
+        v.check_id("store_id", &store_id);
+        let page = PageRequest::parse(page_size, &page_token, &mut v);
+        v.into_result(()).map_err(Error::from)?;
+        let (reviews, next_page_token, summary) = self.app.reviews(&store_id, &page).await?;
+        Ok(Response::new(pb::ListReviewsResponse {
+            reviews: reviews.iter().map(convert::review).collect(),
+            next_page_token,
+            review_count: summary.count,
+            average_rating: summary.average(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(store_id = %request.get_ref().store_id))]
+    async fn add_preferred_store(
+        &self,
+        request: Request<pb::AddPreferredStoreRequest>,
+    ) -> Result<Response<pb::AddPreferredStoreResponse>, Status> {
+        let customer_id = self.customer(&request)?;
+        let pb::AddPreferredStoreRequest { store_id, request_id } = request.into_inner();
+        let mut v = Violations::new();
+        v.check_id("store_id", &store_id);
+        v.check_request_id("request_id", &request_id);
+        v.into_result(()).map_err(Error::from)?;
+        let preferred = self.app.add_preferred_store(&customer_id, &store_id).await?;
+        tracing::info!(%request_id, "preferred store added");
+        Ok(Response::new(pb::AddPreferredStoreResponse { preferred_store: Some(convert::preferred_store(&preferred)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(store_id = %request.get_ref().store_id))]
+    async fn remove_preferred_store(
+        &self,
+        request: Request<pb::RemovePreferredStoreRequest>,
+    ) -> Result<Response<pb::RemovePreferredStoreResponse>, Status> {
+        let customer_id = self.customer(&request)?;
+        let pb::RemovePreferredStoreRequest { store_id, request_id } = request.into_inner();
+        let mut v = Violations::new();
+        v.check_id("store_id", &store_id);
+        v.check_request_id("request_id", &request_id);
+        v.into_result(()).map_err(Error::from)?;
+        let removed = self.app.remove_preferred_store(&customer_id, &store_id).await?;
+        tracing::info!(%request_id, removed, "preferred store removed");
+        Ok(Response::new(pb::RemovePreferredStoreResponse { removed }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_preferred_stores(
+        &self,
+        request: Request<pb::ListPreferredStoresRequest>,
+    ) -> Result<Response<pb::ListPreferredStoresResponse>, Status> {
+        let customer_id = self.customer(&request)?;
+        let pb::ListPreferredStoresRequest { page_size, page_token } = request.into_inner();
+        let mut v = Violations::new();
+        let page = PageRequest::parse(page_size, &page_token, &mut v);
+        v.into_result(()).map_err(Error::from)?;
+        let (stores, next_page_token) = self.app.preferred_stores(&customer_id, &page).await?;
+        Ok(Response::new(pb::ListPreferredStoresResponse {
+            preferred_stores: stores.iter().map(convert::preferred_store).collect(),
+            next_page_token,
+        }))
     }
 }
