@@ -155,15 +155,18 @@ impl StoreService for StoreGrpc {
     async fn post_review(&self, request: Request<pb::PostReviewRequest>) -> Result<Response<pb::PostReviewResponse>, Status> {
         let customer_id = self.customer(&request)?;
         let pb::PostReviewRequest { order_id, request_id, rating, comment } = request.into_inner();
-        let mut v = Violations::new();
+        let bad_rating = || {
+            let mut v = Violations::new();
+            v.add("rating", format!("must be {} to {} stars", Rating::MIN, Rating::MAX));
+            v
+        };
+        let parsed = Rating::parse(i64::from(rating));
+        let mut v = if parsed.is_some() { Violations::new() } else { bad_rating() };
         v.check_request_id("order_id", &order_id);
         v.check_request_id("request_id", &request_id);
-        let rating = Rating::parse(i64::from(rating));
-        if rating.is_none() {
-            v.add("rating", format!("must be {} to {} stars", Rating::MIN, Rating::MAX));
-        }
         v.check_text("comment", &comment, 0, MAX_COMMENT_CHARS);
-        let rating = v.into_result(rating).map_err(Error::from)?.ok_or_else(|| Status::internal("rating checked above"))?;
+        // Every bad field in one answer; the rating is then known to be valid.
+        let rating = v.into_result(parsed).and_then(|r| r.ok_or_else(bad_rating)).map_err(Error::from)?;
         let review = self.app.post_review(&customer_id, &order_id, &request_id, ReviewDraft { rating, comment }).await?;
         tracing::info!(%request_id, review_id = %review.review_id, "review posted or repeated");
         Ok(Response::new(pb::PostReviewResponse { review: Some(convert::review(&review)) }))
