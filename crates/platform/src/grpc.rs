@@ -7,7 +7,9 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -327,6 +329,9 @@ impl GrpcHost {
             .layer(crate::metrics::RpcMetricsLayer::new(self.metrics.clone()))
             // Requests wait for readiness: nothing runs before migrations.
             .layer(gate)
+            // tonic's own answers to a body that is not the request message
+            // or is too large, in the terms of every other error.
+            .layer(ClearDecodeErrorsLayer)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
         Ok((readiness, tokio::spawn(server)))
@@ -396,9 +401,97 @@ where
         if always_open || self.open.load(Ordering::Acquire) {
             futures::future::Either::Left(self.inner.call(request))
         } else {
-            let status = Status::unavailable("the service is starting; retry shortly");
+            let status = unavailable(
+                &domain_of_path(path),
+                "NOT_READY",
+                "the service is starting; retry shortly",
+                Duration::from_millis(500),
+            );
             futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
         }
+    }
+}
+
+/// The `ErrorInfo.domain` of an RPC from its path: `/foodmesh.order.v1.OrderService/PlaceOrder`
+/// gives `order.foodmesh.dev`, as the service's own errors do.
+fn domain_of_path(path: &str) -> String {
+    let package = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    match package.split('.').collect::<Vec<_>>().as_slice() {
+        ["foodmesh", context, ..] => format!("{context}.foodmesh.dev"),
+        _ => "foodmesh.dev".to_owned(),
+    }
+}
+
+/// tonic's codec answers a body that does not decode as the request message
+/// with INTERNAL, and one over the size limit with OUT_OF_RANGE, both without
+/// an `ErrorInfo`. Both are the client's doing: this layer turns the first
+/// into INVALID_ARGUMENT (`MALFORMED_REQUEST`) and the second into
+/// RESOURCE_EXHAUSTED (`MESSAGE_TOO_LARGE`, the code gRPC specifies for it),
+/// keeping tonic's description. tonic answers both before the handler runs,
+/// as a trailers-only response, so the status is in the response's headers.
+/// `tests/hostile_input.rs` fails if a tonic upgrade changes these messages.
+#[derive(Debug, Clone, Copy)]
+struct ClearDecodeErrorsLayer;
+
+impl<S> tower::Layer<S> for ClearDecodeErrorsLayer {
+    type Service = ClearDecodeErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClearDecodeErrors { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ClearDecodeErrors<S> {
+    inner: S,
+}
+
+/// tonic's message for a body prost cannot decode (`tonic_prost::codec`).
+const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
+/// tonic's message for a body over `max_decoding_message_size`.
+const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large";
+
+/// The clear status for one of tonic's decoding answers, if `status` is one.
+fn clear_decode_error(status: &Status, path: &str) -> Option<Status> {
+    let domain = domain_of_path(path);
+    let message = status.message();
+    match status.code() {
+        Code::Internal if message.starts_with(DECODE_ERROR_PREFIX) => Some(self::status(
+            Code::InvalidArgument,
+            format!("the request body is not a valid request message: {message}"),
+            &domain,
+            "MALFORMED_REQUEST",
+            ErrorDetails::new(),
+        )),
+        Code::OutOfRange if message.starts_with(TOO_LARGE_PREFIX) => {
+            Some(self::status(Code::ResourceExhausted, message.to_owned(), &domain, "MESSAGE_TOO_LARGE", ErrorDetails::new()))
+        }
+        _ => None,
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ClearDecodeErrors<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let clear = Status::from_header_map(response.headers()).and_then(|status| clear_decode_error(&status, &path));
+            Ok(clear.map_or(response, Status::into_http))
+        })
     }
 }
 
@@ -429,6 +522,27 @@ mod tests {
         assert_eq!(fields, ["a", "b[0].c"]);
         let info = status.get_details_error_info().expect("ErrorInfo");
         assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_REQUEST", "x.foodmesh.dev"));
+    }
+
+    #[test]
+    fn tonics_decoding_answers_become_clear_errors_in_the_services_domain() {
+        let path = "/foodmesh.store.v1.StoreService/PostReview";
+        let garbled = Status::internal(format!("{DECODE_ERROR_PREFIX}: PostReviewRequest.order_id: invalid varint"));
+        let clear = clear_decode_error(&garbled, path).expect("a decode error");
+        assert_eq!(clear.code(), Code::InvalidArgument);
+        let info = clear.get_details_error_info().expect("ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("MALFORMED_REQUEST", "store.foodmesh.dev"));
+        assert!(clear.message().contains("PostReviewRequest.order_id: invalid varint"), "{}", clear.message());
+
+        let large = Status::out_of_range(format!("{TOO_LARGE_PREFIX}: found 88405 bytes, the limit is: 65536 bytes"));
+        let clear = clear_decode_error(&large, "/foodmesh.order.v1.OrderService/PlaceOrder").expect("too large");
+        assert_eq!(clear.code(), Code::ResourceExhausted);
+        assert_eq!(clear.get_details_error_info().expect("ErrorInfo").reason, "MESSAGE_TOO_LARGE");
+
+        // The services' own errors pass untouched.
+        assert!(clear_decode_error(&Status::internal("internal error (reference 1)"), path).is_none());
+        assert!(clear_decode_error(&Status::out_of_range("page 9 of 3"), path).is_none());
+        assert_eq!(domain_of_path("/grpc.health.v1.Health/Check"), "foodmesh.dev");
     }
 
     #[test]
