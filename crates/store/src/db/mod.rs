@@ -7,7 +7,11 @@ use foodmesh_platform::{
     time::Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
+use sqlx::{
+    Any, AnyConnection, Executor, Row,
+    any::{AnyArguments, AnyRow},
+    query::Query,
+};
 
 use crate::domain::{
     catalog::{Catalog, MenuItem, Store},
@@ -126,6 +130,23 @@ fn store(row: &AnyRow) -> Result<Store, sqlx::Error> {
     })
 }
 
+// ---- pages, newest first ----------------------------------------------------
+
+/// The condition of a page newest first by (`time`, `id`) after a cursor:
+/// ` AND (time < ? OR (time = ? AND id < ?))`, its values bound by [`bind_cursor`].
+fn before_cursor(p: &mut Params, time: &str, id: &str) -> String {
+    let (a, b, c) = (p.value(), p.value(), p.value());
+    format!(" AND ({time} < {a} OR ({time} = {b} AND {id} < {c}))")
+}
+
+/// Binds the values of [`before_cursor`]'s condition, if there is a cursor.
+fn bind_cursor<'q>(query: Query<'q, Any, AnyArguments>, after: Option<&'q Cursor>) -> Query<'q, Any, AnyArguments> {
+    match after {
+        Some(cursor) => query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str()),
+        None => query,
+    }
+}
+
 // ---- orders -----------------------------------------------------------------
 
 #[derive(Serialize, Deserialize)]
@@ -181,18 +202,14 @@ pub async fn orders_of_store(
     let mut p = Params::new(conn);
     let mut sql = format!("{}{}", select_orders_where!("store_id = "), p.value());
     if after.is_some() {
-        let (a, b, c) = (p.value(), p.value(), p.value());
-        sql.push_str(&format!(" AND (received_at < {a} OR (received_at = {b} AND order_id < {c}))"));
+        sql.push_str(&before_cursor(&mut p, "received_at", "order_id"));
     }
     if !statuses.is_empty() {
         sql.push_str(&format!(" AND status IN ({})", p.list(statuses.len())));
     }
     sql.push_str(&format!(" ORDER BY received_at DESC, order_id DESC LIMIT {}", p.value()));
     // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id);
-    if let Some(cursor) = after {
-        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
-    }
+    let mut query = bind_cursor(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id), after);
     for status in statuses {
         query = query.bind(status_text(*status));
     }
@@ -432,15 +449,11 @@ pub async fn reviews_of_store(
     let mut p = Params::new(conn);
     let mut sql = format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE store_id = {}", p.value());
     if after.is_some() {
-        let (a, b, c) = (p.value(), p.value(), p.value());
-        sql.push_str(&format!(" AND (posted_at < {a} OR (posted_at = {b} AND review_id < {c}))"));
+        sql.push_str(&before_cursor(&mut p, "posted_at", "review_id"));
     }
     sql.push_str(&format!(" ORDER BY posted_at DESC, review_id DESC LIMIT {}", p.value()));
     // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id);
-    if let Some(cursor) = after {
-        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
-    }
+    let query = bind_cursor(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id), after);
     query.bind(limit).fetch_all(conn).await?.iter().map(review).collect()
 }
 
@@ -523,15 +536,11 @@ pub async fn preferred_stores(
         p.value()
     );
     if after.is_some() {
-        let (a, b, c) = (p.value(), p.value(), p.value());
-        sql.push_str(&format!(" AND (p.added_at < {a} OR (p.added_at = {b} AND p.store_id < {c}))"));
+        sql.push_str(&before_cursor(&mut p, "p.added_at", "p.store_id"));
     }
     sql.push_str(&format!(" ORDER BY p.added_at DESC, p.store_id DESC LIMIT {}", p.value()));
     // The statement holds only placeholders; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(customer_id);
-    if let Some(cursor) = after {
-        query = query.bind(cursor.key).bind(cursor.key).bind(cursor.id.as_str());
-    }
+    let query = bind_cursor(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(customer_id), after);
     query.bind(limit).fetch_all(conn).await?.iter().map(preferred_store).collect()
 }
 
