@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -35,8 +35,10 @@ use crate::{
 };
 
 mod error;
+mod menu_cache;
 pub mod rebuild;
 pub use error::Error;
+use menu_cache::{Lookup, ReadCache};
 
 /// The caller's credentials, passed on unchanged to payment so that it can
 /// identify the customer itself. Opaque here.
@@ -266,7 +268,7 @@ pub struct OrderApp {
     changes: broadcast::Sender<String>,
     timing: Timing,
     faults: Faults,
-    menus: Mutex<HashMap<String, (Instant, Option<Menu>)>>,
+    menus: ReadCache<Option<Menu>>,
     writes: GroupCommit<PlacingWrite, PlacingWritten, Error>,
     stages: PlaceStages,
 }
@@ -398,7 +400,8 @@ impl OrderApp {
                 async move { commit_placing(&db, &outbox, &changes, items).await }
             })
         };
-        Self { db, outbox, payment, changes, timing, faults, menus: Mutex::default(), writes, stages: PlaceStages::default() }
+        let menus = ReadCache::new(MENU_CACHE);
+        Self { db, outbox, payment, changes, timing, faults, menus, writes, stages: PlaceStages::default() }
     }
 
     /// Records PlaceOrder's stages in `metrics`
@@ -599,16 +602,15 @@ impl OrderApp {
     /// needs it, and it changes rarely. Catalog events applied here clear the
     /// cache; those applied by another replica show within the second.
     async fn menu(&self, store_id: &str) -> Result<Option<Menu>, Error> {
-        if let Some((read_at, menu)) = self.menus.lock().unwrap_or_else(|e| e.into_inner()).get(store_id)
-            && read_at.elapsed() < MENU_CACHE
-        {
-            return Ok(menu.clone());
-        }
+        let ticket = match self.menus.lookup(store_id) {
+            Lookup::Fresh(menu) => return Ok(menu),
+            Lookup::Missing(ticket) => ticket,
+        };
         let menu = {
             let mut conn = self.db.reader().acquire().await?;
             db::menu(&mut conn, store_id).await?
         };
-        self.menus.lock().unwrap_or_else(|e| e.into_inner()).insert(store_id.to_owned(), (Instant::now(), menu.clone()));
+        self.menus.store(ticket, store_id, menu.clone());
         Ok(menu)
     }
 
@@ -764,7 +766,6 @@ impl OrderApp {
 
     /// Applies catalog events: a newer version replaces a store's menu.
     pub async fn apply_catalogs(&self, consumer: &str, updates: &[(String, CatalogUpdate)]) -> Result<(), Error> {
-        self.menus.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut tx = self.db.begin(Urgency::Background).await?;
         for (event_id, update) in updates {
             if !inbox::first_delivery(&mut tx, consumer, event_id).await? {
@@ -776,6 +777,9 @@ impl OrderApp {
             }
         }
         tx.commit().await?;
+        // After the commit: a read that begins now sees the new menus, and one
+        // that began before is not kept (see `menu_cache`).
+        self.menus.invalidate();
         Ok(())
     }
 
