@@ -8,9 +8,8 @@
 //! time to live. Right after start-up, the demo's two orders at one store
 //! were refused as "unknown store" (and retried) for a second: their read
 //! overlapped the first catalog's commit. So every invalidation starts a
-//! new generation, a read notes the
-//! generation it began in, and its result is kept only if no invalidation
-//! came in between.
+//! new generation, a read notes the generation it began in, and its result
+//! is kept only if no invalidation came in between.
 
 use std::{
     collections::HashMap,

@@ -599,8 +599,9 @@ impl OrderApp {
     }
 
     /// A store's menu from the catalog copy, cached for a second: every order
-    /// needs it, and it changes rarely. Catalog events applied here clear the
-    /// cache; those applied by another replica show within the second.
+    /// needs it, and it changes rarely. Catalog events applied here
+    /// invalidate the cache once committed; those applied by another replica
+    /// show within the second.
     async fn menu(&self, store_id: &str) -> Result<Option<Menu>, Error> {
         let ticket = match self.menus.lookup(store_id) {
             Lookup::Fresh(menu) => return Ok(menu),
